@@ -1,0 +1,1 @@
+"""The ``transrec`` command: thin argument parsing over library functions."""
