@@ -56,5 +56,5 @@ def test_overrides_are_yaml_values_and_win_over_the_file(tmp_path):
     file.write_text("name: base\ninner:\n  lr: 0.5\n  layers: 4\n")
     config = load_config(Outer, file, ["inner.lr=0.1"])
     assert config.inner == Inner(lr=0.1, layers=4)
-    with pytest.raises(ConfigError, match="dotted.key=value"):
+    with pytest.raises(ConfigError, match=r"dotted\.key=value"):
         parse_overrides(["novalue"])

@@ -28,7 +28,9 @@ def raw_dataset(
         raw_items = RawItems(
             ids=list(items),
             texts=[text for text, _ in items.values()],
-            images=[BytesImage(img, f"img {k}") if img is not None else None for k, (_, img) in items.items()],
+            images=[
+                BytesImage(img, f"img {k}") if img is not None else None for k, (_, img) in items.items()
+            ],
         )
     return RawDataset(
         name=name,

@@ -156,9 +156,13 @@ def test_modality_policies(tmp_path):
     assert "i3" not in text.item_ids and set(text.item_modality[1:]) == {1}
     image = prepare(small_world(), config(modality="image"), tmp_path / "i", progress=False)
     assert "i2" not in image.item_ids and set(image.item_modality[1:]) == {2}
-    all_image = prepare(small_world(), config(modality="mom", mom_image_fraction=1.0), tmp_path / "m", progress=False)
+    all_image = prepare(
+        small_world(), config(modality="mom", mom_image_fraction=1.0), tmp_path / "m", progress=False
+    )
     assert all_image.item_modality.tolist() == [0, 2, 1, 2, 2]
-    all_text = prepare(small_world(), config(modality="mom", mom_image_fraction=0.0), tmp_path / "n", progress=False)
+    all_text = prepare(
+        small_world(), config(modality="mom", mom_image_fraction=0.0), tmp_path / "n", progress=False
+    )
     assert all_text.item_modality.tolist() == [0, 1, 1, 2, 1]
     assert all_text.report["counts"]["modality_dropped"] == 2
 

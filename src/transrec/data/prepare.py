@@ -376,7 +376,7 @@ def prepare(
 
 
 _TIE_RULES = {
-    "file_order": "same-timestamp interactions of a user keep their file order (the row read first comes first)",
+    "file_order": "same-timestamp interactions of a user keep their file order (the row read first first)",
     "item_id": "same-timestamp interactions of a user are ordered by item id (numeric if all ids are)",
 }
 
@@ -431,7 +431,9 @@ def _stage_images(work, images, candidates, config, report, progress):
     """
     stage_dir = work / "staging"
     stage_dir.mkdir()
-    writer = ImageStoreWriter(stage_dir, len(candidates), config.image_format, config.image_size, config.jpeg_quality)
+    writer = ImageStoreWriter(
+        stage_dir, len(candidates), config.image_format, config.image_size, config.jpeg_quality
+    )
     jobs = ((images[c], config.image_size) for c in candidates)
     ok = np.zeros(len(candidates), dtype=bool)
     bar = tqdm(total=len(candidates), desc="decoding images", unit="img", disable=not progress, leave=False)
@@ -454,8 +456,12 @@ def _stage_images(work, images, candidates, config, report, progress):
     return _StagedImages(stage_dir, config.image_format, config.image_size), ok
 
 
-def _write_images(work: Path, staged: _StagedImages, rows: np.ndarray, config: PrepareConfig) -> dict[str, Any]:
-    writer = ImageStoreWriter(work, len(rows) + 1, config.image_format, config.image_size, config.jpeg_quality)
+def _write_images(
+    work: Path, staged: _StagedImages, rows: np.ndarray, config: PrepareConfig
+) -> dict[str, Any]:
+    writer = ImageStoreWriter(
+        work, len(rows) + 1, config.image_format, config.image_size, config.jpeg_quality
+    )
     writer.add(None)
     for row in rows:
         writer.add(None if row < 0 else staged.row(int(row)))

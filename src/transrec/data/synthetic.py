@@ -18,6 +18,7 @@ images and interactions.
 
 from __future__ import annotations
 
+import bisect
 import colorsys
 import io
 from dataclasses import dataclass, replace
@@ -103,10 +104,12 @@ class SyntheticWorldConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("source_items", "target_items"):
-            if getattr(self, name) < self.max_seq_len:
-                raise ValueError(f"{name} ({getattr(self, name)}) must be at least max_seq_len")
+            if getattr(self, name) < max(self.max_seq_len, self.n_topics):
+                raise ValueError(f"{name} ({getattr(self, name)}) must be at least max_seq_len and n_topics")
         if not 1 <= self.min_seq_len <= self.max_seq_len:
-            raise ValueError(f"need 1 <= min_seq_len <= max_seq_len, got {self.min_seq_len}, {self.max_seq_len}")
+            raise ValueError(
+                f"need 1 <= min_seq_len <= max_seq_len, got {self.min_seq_len}, {self.max_seq_len}"
+            )
         if self.image_size < 8:
             raise ValueError(f"image_size must be at least 8, got {self.image_size}")
         if self.vocab_size < self.words_per_topic + 2 * self.style_words:
@@ -232,7 +235,9 @@ def _make_topics(config: SyntheticWorldConfig, rng: np.random.Generator) -> _Top
     # doubly stochastic, hence a uniform stationary topic distribution, with a few favoured successors.
     n_paths = min(config.transition_paths, n - 1)
     shifts = rng.choice(np.arange(1, n), size=n_paths, replace=False)
-    path_weights = rng.dirichlet(np.ones(n_paths)) * (1 - config.topic_stickiness - config.transition_smoothing)
+    path_weights = rng.dirichlet(np.ones(n_paths)) * (
+        1 - config.topic_stickiness - config.transition_smoothing
+    )
     transitions = config.topic_stickiness * np.eye(n) + config.transition_smoothing / n
     for shift, weight in zip(shifts, path_weights):
         order = rng.permutation(n)
@@ -286,7 +291,9 @@ def _make_text(
     config: SyntheticWorldConfig, topics: _Topics, rng: np.random.Generator, platform: int, topic: int
 ) -> str:
     n = config.words_per_text
-    kind = rng.choice(3, size=n, p=[1 - config.text_noise - config.domain_shift, config.text_noise, config.domain_shift])
+    kind = rng.choice(
+        3, size=n, p=[1 - config.text_noise - config.domain_shift, config.text_noise, config.domain_shift]
+    )
     words = rng.choice(topics.word_ids[topic], size=n, p=topics.word_probs[topic])
     noise = rng.integers(0, config.vocab_size, size=n)
     style_pool = topics.style_words[platform]
@@ -304,7 +311,9 @@ def _make_image(
     phase = rng.uniform(0, 2 * np.pi)
     wave = np.sin(2 * np.pi * topics.frequencies[topic] * (x * np.cos(angle) + y * np.sin(angle)) + phase)
     stripes = (0.5 + 0.5 * np.tanh(4 * wave))[..., None]
-    background, stripe_colour, spot_colour = topics.palettes[topic] + rng.normal(0, config.colour_noise, (3, 3))
+    background, stripe_colour, spot_colour = topics.palettes[topic] + rng.normal(
+        0, config.colour_noise, (3, 3)
+    )
     image = background * (1 - stripes) + stripe_colour * stripes
     # A spot at a random place and size makes items of one topic look different from each other.
     cy, cx = rng.uniform(0.2, 0.8, size=2)
@@ -333,24 +342,18 @@ def _make_interactions(
     n_topics = config.n_topics
     members = [np.flatnonzero(topic_of_item == t) for t in range(n_topics)]
     popularity = [(rng.permutation(len(m)) + 1.0) ** -config.popularity_skew for m in members]
-    transition_cdf = np.cumsum(transitions, axis=1)
+    transition_cdf = np.cumsum(transitions, axis=1).tolist()
     lengths = rng.integers(config.min_seq_len, config.max_seq_len + 1, size=n_users)
 
+    topic_cdfs = [np.cumsum(w / w.sum()).tolist() for w in popularity]
     users, items, timestamps = [], [], []
     for user, length in enumerate(lengths):
         seen: set[int] = set()
         topic = int(rng.integers(n_topics))
         for step in range(length):
             if step > 0:
-                topic = min(int(np.searchsorted(transition_cdf[topic], rng.random(), side="right")), n_topics - 1)
-            candidates, weights = members[topic], popularity[topic]
-            unseen = np.array([c not in seen for c in candidates.tolist()])
-            if not unseen.any():  # this user has seen the whole topic: any unseen item will do
-                candidates = np.setdiff1d(np.arange(len(topic_of_item)), np.fromiter(seen, int))
-                weights, unseen = np.ones(len(candidates)), np.ones(len(candidates), bool)
-            weights = np.where(unseen, weights, 0.0)
-            cdf = np.cumsum(weights)
-            item = int(candidates[min(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"), len(cdf) - 1)])
+                topic = min(bisect.bisect_right(transition_cdf[topic], rng.random()), n_topics - 1)
+            item = _draw_unseen(rng, members[topic], topic_cdfs[topic], seen, len(topic_of_item))
             seen.add(item)
             users.append(user)
             items.append(item)
@@ -369,3 +372,20 @@ def _make_interactions(
     times = np.concatenate(timestamps).astype(np.float64)
     chronological = np.argsort(times, kind="stable")
     return users_array[chronological], items_array[chronological], times[chronological]
+
+
+def _draw_unseen(
+    rng: np.random.Generator, members: np.ndarray, cdf: list[float], seen: set[int], n_items: int
+) -> int:
+    """One item of a topic by popularity, never one the user has already seen."""
+    # Rejection is exact (it samples the popularity renormalised over unseen items) and cheap while
+    # users have seen a small part of the topic; past a few tries, sample the unseen ones directly.
+    for _ in range(20):
+        item = int(members[min(bisect.bisect_right(cdf, rng.random()), len(members) - 1)])
+        if item not in seen:
+            return item
+    weights = np.diff(cdf, prepend=0.0) * np.array([m not in seen for m in members.tolist()])
+    if weights.sum() == 0:  # the user has seen the whole topic: any unseen item will do
+        members = np.setdiff1d(np.arange(n_items), np.fromiter(seen, int))
+        weights = np.ones(len(members))
+    return int(rng.choice(members, p=weights / weights.sum()))

@@ -39,3 +39,27 @@ def fixture_copy(tmp_path: Path) -> Callable[[str], Path]:
         return target
 
     return copy
+
+
+def prepare_counts(raw, output: Path) -> tuple[tuple[int, int, int], dict[str, int]]:
+    """Prepare ``raw`` with 1-cores (only the built-in short-user rule removes users) and tiny images;
+    return ((users, items, interactions), the report's counts)."""
+    from transrec.data.prepare import PrepareConfig, prepare
+
+    config = PrepareConfig(user_k=1, item_k=1, image_size=8)
+    dataset = prepare(raw, config, output, progress=False)
+    return (dataset.n_users, dataset.n_items, dataset.n_interactions), dataset.report["counts"]
+
+
+#: What every fixture holds once: the awkward rows the loaders record and preparation removes or counts.
+AWKWARD = {
+    "malformed_row": 1,
+    "duplicate_item": 1,
+    "duplicate_interaction": 1,
+    "unknown_item": 1,
+    "empty_text": 1,
+    "missing_image": 1,
+    "corrupt_image": 1,
+    "short_user": 1,
+    "short_user_interaction": 1,
+}

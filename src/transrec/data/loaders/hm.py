@@ -117,7 +117,7 @@ def load_hm(
 
 
 def _rows_with_header(path: Path, wanted: dict[str, str]):
-    rows = read_rows(path, delimiter=",")
+    rows = read_rows(path, delimiter=",", encoding="utf-8-sig")
     try:
         _, header = next(rows)
     except StopIteration:
@@ -216,11 +216,18 @@ def _read_customers(
     features: dict[str, list[FeatureValue]] = {c: [] for c in feature_columns}
     seen: set[str] = set()
     for line, fields in rows:
-        user = fields[index["customer_id"]].strip() if len(fields) == width else ""
-        if not user or user in seen:
+        if len(fields) != width:
             bad_row(
-                f"bad field count, empty or repeated customer id {user!r}", path, line, on_bad_row, report
+                f"expected {width} comma-separated fields, found {len(fields)}",
+                path,
+                line,
+                on_bad_row,
+                report,
             )
+            continue
+        user = fields[index["customer_id"]].strip()
+        if not user or user in seen:
+            bad_row(f"empty or repeated customer id {user!r}", path, line, on_bad_row, report)
             continue
         seen.add(user)
         ids.append(user)

@@ -25,8 +25,9 @@ Options:
         ``<folder>/images`` when it exists and no ``image_lmdb`` is given, else no images.
     image_pattern: the image file name in ``image_dir``, ``image_pattern.format(id=item_id)`` (default
         ``{id}.jpg``).
-    image_lmdb: an LMDB environment (a folder with ``data.mdb``, or the file itself) holding the images;
-        needs the optional ``lmdb`` package (``pip install transrec[lmdb]``).
+    image_lmdb: an LMDB environment (a folder with ``data.mdb``, or the file itself; relative paths are
+        taken inside the dataset folder) holding the images; needs the optional ``lmdb`` package
+        (``pip install transrec[lmdb]``). Opened read-only, without locking.
     on_bad_row: "error" (default) or "skip".
 """
 
@@ -61,7 +62,9 @@ PICKLE_HINT = (
 class LmdbReader:
     """One read-only LMDB environment, opened on first use and shared by the ``LmdbImage`` refs of a db.
 
-    A copy sent to another process (a DataLoader worker) reopens the environment there on first use.
+    A pickled copy (sent to a worker process) does not carry the open environment: it reopens it there on
+    first use. py-lmdb allows one open environment per path in a process, so two readers of the same LMDB
+    cannot be open at once in one process: ``close()`` one first.
     """
 
     def __init__(self, path: Path) -> None:
@@ -76,7 +79,11 @@ class LmdbReader:
                     str(self.path), readonly=True, lock=False, readahead=False, subdir=self.path.is_dir()
                 )
             except lmdb.Error as err:
-                raise DataError(f"cannot open the LMDB ({err})", self.path) from err
+                hint = ""
+                if "already open" in str(err):
+                    # py-lmdb allows one open environment per path and process.
+                    hint = "; another reader of it is open in this process: close() it, or drop its dataset"
+                raise DataError(f"cannot open the LMDB ({err}){hint}", self.path) from err
         return self._env
 
     def get(self, key: str) -> bytes | None:
@@ -177,10 +184,16 @@ def load_morec(
 
 
 def _refuse_pickled(reader: LmdbReader, ids: list[str], probe: int = 100) -> None:
-    """Fail at load time, not hours into preparation, on an LMDB of pickles (``reader.get`` raises)."""
-    for item in ids[:probe]:
-        if reader.get(item) is not None:
-            return
+    """Fail at load time, not hours into preparation, on an LMDB of pickles (``reader.get`` raises).
+
+    The environment is closed again afterwards, so that worker processes forked later can open their own.
+    """
+    try:
+        for item in ids[:probe]:
+            if reader.get(item) is not None:
+                return
+    finally:
+        reader.close()
 
 
 def _read_users(path: Path, on_bad_row: BadRowPolicy, report: PreparationReport) -> RawInteractions:

@@ -143,7 +143,7 @@ def _read_pairs(
     on_bad_row: BadRowPolicy,
     report: PreparationReport,
 ) -> RawInteractions:
-    rows = read_rows(path, delimiter=",")
+    rows = read_rows(path, delimiter=",", encoding="utf-8-sig")
     header = _header(rows, has_header, columns, path)
     index = header_index(header, wanted, path)
     users, items, times = [], [], []
@@ -195,7 +195,7 @@ def _read_items(
     on_bad_row: BadRowPolicy,
     report: PreparationReport,
 ) -> RawItems:
-    rows = read_rows(path, delimiter=",")
+    rows = read_rows(path, delimiter=",", encoding="utf-8-sig")
     header = _header(rows, has_header, columns, path)
     wanted = {"id": id_column, **{f"text {i + 1}": column for i, column in enumerate(text_columns)}}
     index = header_index(header, wanted, path)

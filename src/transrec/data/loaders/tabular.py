@@ -110,23 +110,7 @@ def load_tabular(
     reader = _Reader(delimiter, on_bad_row, report)
     files = [inter_path]
 
-    wanted = {"user": cols["user"], "item": cols["item"]}
-    if cols["time"] is not None:
-        wanted["time"] = cols["time"]
-    names, times = [], []
-    for position, (line, row) in enumerate(reader.rows(inter_path, wanted)):
-        user, item = _id(row["user"]), _id(row["item"])
-        if not user or not item:
-            bad_row("empty user or item id", inter_path, line, on_bad_row, report)
-            continue
-        try:
-            when = float(position) if "time" not in row else _time(row["time"], formats, inter_path, line)
-        except DataError as err:
-            bad_row(err.problem, inter_path, line, on_bad_row, report)
-            continue
-        names.append((user, item))
-        times.append(when)
-    raw_interactions = RawInteractions.from_lists([u for u, _ in names], [i for _, i in names], times)
+    raw_interactions = _read_interactions(reader, inter_path, cols, formats)
 
     raw_items = None
     if items is not None:
@@ -179,7 +163,7 @@ class _Reader:
             raise DataError(
                 f"cannot tell the delimiter from the extension {path.suffix!r}; pass delimiter", path
             )
-        rows = read_rows(path, delimiter=delimiter)
+        rows = read_rows(path, delimiter=delimiter, encoding="utf-8-sig")
         try:
             _, header = next(rows)
         except StopIteration:
@@ -191,6 +175,29 @@ class _Reader:
                 bad_row(problem, path, line, self.on_bad_row, self.report)
                 continue
             yield line, {role: fields[i] for role, i in index.items()}
+
+
+def _read_interactions(
+    reader: _Reader, path: Path, cols: dict[str, Any], formats: Sequence[str] | None
+) -> RawInteractions:
+    wanted = {"user": cols["user"], "item": cols["item"]}
+    if cols["time"] is not None:
+        wanted["time"] = cols["time"]
+    users, items, times = [], [], []
+    for position, (line, row) in enumerate(reader.rows(path, wanted)):
+        user, item = _id(row["user"]), _id(row["item"])
+        if not user or not item:
+            bad_row("empty user or item id", path, line, reader.on_bad_row, reader.report)
+            continue
+        try:
+            when = float(position) if "time" not in row else _time(row["time"], formats, path, line)
+        except DataError as err:
+            bad_row(err.problem, path, line, reader.on_bad_row, reader.report)
+            continue
+        users.append(user)
+        items.append(item)
+        times.append(when)
+    return RawInteractions.from_lists(users, items, times)
 
 
 def _parquet_rows(path: Path, wanted: dict[str, str]) -> Iterator[tuple[int, dict[str, Any]]]:

@@ -1,0 +1,1 @@
+"""Recommender models: item encoders, user encoders and the non-learned baselines."""
