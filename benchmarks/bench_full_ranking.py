@@ -53,7 +53,9 @@ def reference_ranks(scores: torch.Tensor, targets: torch.Tensor, history: ItemSe
 def reference_metrics(ranks: torch.Tensor, ks: tuple[int, ...]) -> dict[str, float]:
     ranks = ranks.double()
     out = {f"HR@{k}": float((ranks <= k).double().mean()) for k in ks}
-    out.update({f"NDCG@{k}": float(torch.where(ranks <= k, 1 / torch.log2(ranks + 1), 0.0).mean()) for k in ks})
+    out.update(
+        {f"NDCG@{k}": float(torch.where(ranks <= k, 1 / torch.log2(ranks + 1), 0.0).mean()) for k in ks}
+    )
     out["MRR"] = float((1 / ranks).mean())
     return out
 
@@ -81,11 +83,15 @@ def main() -> None:
     parser.add_argument("--max-history", type=int, default=50)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs of the vectorised path (best kept)")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="timed runs of the vectorised path (best kept)"
+    )
     parser.add_argument("--user-chunk", type=int, default=DEFAULT_USER_CHUNK)
     parser.add_argument("--item-chunk", type=int, default=DEFAULT_ITEM_CHUNK)
     parser.add_argument(
-        "--chunks", default="", help="extra USERxITEM chunk sizes to time, comma-separated (e.g. 64x8192,1024x32768)"
+        "--chunks",
+        default="",
+        help="extra USERxITEM chunk sizes to time, comma-separated (e.g. 64x8192,1024x32768)",
     )
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -95,8 +101,10 @@ def main() -> None:
     scores, targets, history = make_problem(
         args.users, args.items, args.min_history, args.max_history, args.seed, args.device
     )
-    print(f"{args.users} users x {args.items} items, history {args.min_history}-{args.max_history} excluded "
-          f"items per user, device {args.device}, torch threads {torch.get_num_threads()}")
+    print(
+        f"{args.users} users x {args.items} items, history {args.min_history}-{args.max_history} excluded "
+        f"items per user, device {args.device}, torch threads {torch.get_num_threads()}"
+    )
 
     fast_s, fast = timed(
         lambda: full_ranking_metrics(
@@ -126,14 +134,16 @@ def main() -> None:
     reference = reference_metrics(ref_ranks, ks)
 
     ranks = target_ranks(scores, targets, history, user_chunk=args.user_chunk, item_chunk=args.item_chunk)
-    check = RankingMetrics(args.items, ks, device=ranks.device)
+    check = RankingMetrics(ks, n_items=args.items, device=ranks.device)
     check.update(ranks)
     assert check.compute() == fast
     differing = int((ranks != ref_ranks).sum())
     worst = max(abs(fast[name] - reference[name]) for name in fast)
     tolerance = 1e-3  # a tie moves one user's rank by its tie count; a few of 10,000 users at most
-    print(f"metrics agree within {tolerance}: {worst <= tolerance} (max |diff| {worst:.2e}; "
-          f"{differing} users ranked differently, from ties in the float32 scores)")
+    print(
+        f"metrics agree within {tolerance}: {worst <= tolerance} (max |diff| {worst:.2e}; "
+        f"{differing} users ranked differently, from ties in the float32 scores)"
+    )
     print("  ".join(f"{name} {value:.4f}" for name, value in fast.items()))
     print(f"vectorised (chunks {args.user_chunk}x{args.item_chunk}): {fast_s:.3f} s")
     print(f"reference per-user sort loop: {ref_s:.3f} s")

@@ -8,7 +8,7 @@ from PIL import Image
 from transrec.data.covers import render_cover
 from transrec.data.errors import DataError
 from transrec.data.loaders import load_raw
-from transrec.data.movielens import extract_from_wheel, fetch_ml100k, grouplens_to_atomic, verify_ml100k
+from transrec.data.movielens import extract_from_wheel, grouplens_to_atomic, verify_ml100k
 from transrec.data.prepare import PrepareConfig, prepare
 
 GENRE_FLAGS = "0|0|0|1|1|1|0|0|0|0|0|0|0|0|0|0|0|0|0"  # Animation, Children's, Comedy
@@ -64,13 +64,8 @@ def test_covers_are_deterministic_and_carry_the_genres():
     assert top_a[1] > top_b[1] + 50  # Animation is yellow, Horror dark red: the background shows the genre
 
 
-@pytest.fixture(scope="session")
-def ml100k(tmp_path_factory):
-    """The real MovieLens-100K, fetched once per test session (GroupLens or the recbole wheel on PyPI)."""
-    return fetch_ml100k(tmp_path_factory.mktemp("ml"), timeout=5, log=lambda *_: None)
-
-
-def test_fetch_and_five_core_figures(ml100k, tmp_path):
+def test_fetch_and_five_core_figures(ml100k_root, tmp_path):
+    ml100k = ml100k_root / "ml-100k"
     assert verify_ml100k(ml100k) == {"interactions": 100_000, "items": 1_682, "users": 943}
     raw = load_raw("movielens", ml100k, covers=False)
     ds = prepare(raw, PrepareConfig(image_size=32), tmp_path / "p", progress=False)

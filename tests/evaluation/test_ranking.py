@@ -142,6 +142,22 @@ def test_accumulator_over_parts_equals_one_shot():
     assert summed.compute() == expected
 
 
+def test_accumulator_without_n_items_grows_and_merges():
+    scores, targets, exclude = random_case(seed=3)
+    expected = full_ranking_metrics(scores, targets, exclude=exclude)
+    ranks = target_ranks(scores, targets, exclude)
+    first, second = RankingMetrics(), RankingMetrics()
+    first.update(ranks[:20])
+    second.update(ranks[20:])
+    assert first.merge(second).compute() == expected
+    fixed = RankingMetrics(n_items=53)
+    fixed.update(ranks[:5])
+    assert fixed.merge(second).merge(RankingMetrics()).num_users == 22
+    small = RankingMetrics(n_items=2)
+    with pytest.raises(ValueError, match="above n_items"):
+        small.merge(second)
+
+
 def test_metric_definitions_from_ranks():
     metrics = RankingMetrics(n_items=100, ks=(2, 10))
     metrics.update(torch.tensor([1, 3]))
@@ -200,7 +216,12 @@ def test_nan_embeddings_raise():
         (torch.rand(2, 6), torch.tensor([1, 2]), [[1]], "1 users but there are 2"),
         (torch.rand(2, 6), torch.tensor([1, 2]), [[1], [7]], r"0\.\.5"),
         (torch.rand(2, 6), torch.tensor([1, 2]), torch.tensor([1, 2]), "2-D"),
-        (torch.rand(2, 6), torch.tensor([1, 2]), ItemSets(torch.tensor([0, 2, 1]), torch.tensor([1])), "offsets"),
+        (
+            torch.rand(2, 6),
+            torch.tensor([1, 2]),
+            ItemSets(torch.tensor([0, 2, 1]), torch.tensor([1])),
+            "offsets",
+        ),
     ],
 )
 def test_bad_input_raises(scores, targets, exclude, message):

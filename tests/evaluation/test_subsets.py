@@ -25,8 +25,18 @@ def test_item_counts():
 
 def test_cold_and_new_items():
     # Target counts: u0 -> 0, u1 -> 4, u2 -> 0, u3 -> 2.
-    assert cold_item_users(OFFSETS, ITEMS, TARGETS, n_items=5, threshold=3).tolist() == [True, False, True, True]
-    assert cold_item_users(OFFSETS, ITEMS, TARGETS, n_items=5, threshold=2).tolist() == [True, False, True, False]
+    assert cold_item_users(OFFSETS, ITEMS, TARGETS, n_items=5, threshold=3).tolist() == [
+        True,
+        False,
+        True,
+        True,
+    ]
+    assert cold_item_users(OFFSETS, ITEMS, TARGETS, n_items=5, threshold=2).tolist() == [
+        True,
+        False,
+        True,
+        False,
+    ]
     assert cold_item_users(OFFSETS, ITEMS, TARGETS, n_items=5).tolist() == [True, True, True, True]  # < 10
     assert new_item_users(OFFSETS, ITEMS, TARGETS, n_items=5).tolist() == [True, False, True, False]
 
@@ -64,7 +74,9 @@ def test_warm_users():
 
 
 def test_evaluation_subsets_bundle():
-    subsets = evaluation_subsets(OFFSETS, ITEMS, TARGETS, 5, cold_threshold=3, warm_ns=(3,), min_user_interactions=2)
+    subsets = evaluation_subsets(
+        OFFSETS, ITEMS, TARGETS, 5, cold_threshold=3, warm_ns=(3,), min_user_interactions=2
+    )
     assert list(subsets) == ["regular", "cold", "new", "warm-3"]
     assert subsets["regular"].tolist() == [True] * 4
     assert subsets["cold"].tolist() == [True, False, True, True]

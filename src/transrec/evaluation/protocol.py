@@ -39,7 +39,7 @@ def evaluate_scorer(
     """HR@k, NDCG@k and MRR of ``scorer`` over ``users`` (default: all users) on ``stage``."""
     histories, targets = stage_histories(dataset, stage)
     users = np.arange(dataset.n_users) if users is None else np.asarray(users)
-    metrics = RankingMetrics(ks)
+    metrics = RankingMetrics(ks, n_items=dataset.n_items)
     for start in range(0, len(users), batch_size):
         batch = users[start : start + batch_size]
         batch_histories = [histories[u] for u in batch]

@@ -29,6 +29,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import chain
+
 import torch
 
 DEFAULT_KS: tuple[int, ...] = (5, 10, 20, 50)
@@ -71,7 +72,9 @@ class ItemSets:
     def from_padded(cls, padded: torch.Tensor) -> ItemSets:
         """Build from a 2-D integer tensor ``[n_users, L]`` padded with 0 (zeros are dropped)."""
         if padded.dim() != 2:
-            raise ValueError(f"a padded exclusion tensor must be 2-D [n_users, L], got shape {tuple(padded.shape)}")
+            raise ValueError(
+                f"a padded exclusion tensor must be 2-D [n_users, L], got shape {tuple(padded.shape)}"
+            )
         kept = padded != 0
         offsets = torch.zeros(padded.shape[0] + 1, dtype=torch.long, device=padded.device)
         offsets[1:] = kept.sum(dim=1).cumsum(0)
@@ -82,7 +85,8 @@ ExcludeLike = ItemSets | torch.Tensor | Sequence[Sequence[int] | torch.Tensor] |
 
 
 def as_item_sets(exclude: ExcludeLike, n_users: int, n_items: int, device: torch.device) -> ItemSets | None:
-    """Normalise any accepted ``exclude`` form to a validated :class:`ItemSets` on ``device`` (None stays None)."""
+    """Normalise any accepted ``exclude`` form to a validated :class:`ItemSets` on ``device``, without the
+    padding zeros (None stays None)."""
     if exclude is None:
         return None
     if isinstance(exclude, ItemSets):
@@ -110,12 +114,23 @@ def as_item_sets(exclude: ExcludeLike, n_users: int, n_items: int, device: torch
             f"exclusion item indices must lie in 0..{n_items} (0 = padding); "
             f"got values in {int(items.min())}..{int(items.max())}"
         )
-    return ItemSets(offsets.to(device=device, dtype=torch.long), items.to(device=device, dtype=torch.long))
+    offsets = offsets.to(device=device, dtype=torch.long)
+    items = items.to(device=device, dtype=torch.long)
+    padding = items == 0
+    if bool(padding.any()):
+        # Drop padding once here, so that rank counting can index blocks without filtering it out.
+        owner = torch.repeat_interleave(torch.arange(n_users, device=device), offsets[1:] - offsets[:-1])
+        offsets = torch.zeros_like(offsets)
+        offsets[1:] = torch.bincount(owner[~padding], minlength=n_users).cumsum(0)
+        items = items[~padding]
+    return ItemSets(offsets, items)
 
 
 def _check_targets(targets: torch.Tensor, n_users: int, n_items: int, device: torch.device) -> torch.Tensor:
     if not isinstance(targets, torch.Tensor) or targets.dim() != 1:
-        raise ValueError(f"targets must be a 1-D tensor [n_users], got {getattr(targets, 'shape', type(targets))}")
+        raise ValueError(
+            f"targets must be a 1-D tensor [n_users], got {getattr(targets, 'shape', type(targets))}"
+        )
     if targets.dtype.is_floating_point or targets.dtype == torch.bool:
         raise ValueError(f"targets must hold integer item indices, got dtype {targets.dtype}")
     if targets.numel() != n_users:
@@ -179,8 +194,11 @@ def _count_ranks(
             if torch.isnan(block.amax()):
                 _raise_nan(block, u0, j0, what)
             at_least = block >= t
-            inside = (off_cols >= j0) & (off_cols < j1)  # also drops padding 0, which lies below j0 >= 1
-            at_least.view(-1)[off_rows[inside] * (j1 - j0) + (off_cols[inside] - j0)] = False
+            rows, cols = off_rows, off_cols
+            if j0 > 1 or j1 <= n_items:  # the block is not the whole catalogue: keep what falls inside it
+                inside = (off_cols >= j0) & (off_cols < j1)
+                rows, cols = off_rows[inside], off_cols[inside]
+            at_least.view(-1)[rows * (j1 - j0) + (cols - j0)] = False
             counts += at_least.sum(dim=1, dtype=torch.int32)
         ranks[u0:u1] += counts
     return ranks
@@ -203,10 +221,8 @@ def target_ranks(
     +/-inf are legal scores.
     """
     if not isinstance(scores, torch.Tensor) or scores.dim() != 2 or not scores.dtype.is_floating_point:
-        raise ValueError(
-            f"scores must be a 2-D float tensor [n_users, n_items + 1], got {getattr(scores, 'shape', type(scores))}"
-            f" of dtype {getattr(scores, 'dtype', None)}"
-        )
+        got = f"{getattr(scores, 'shape', type(scores))} of dtype {getattr(scores, 'dtype', None)}"
+        raise ValueError(f"scores must be a 2-D float tensor [n_users, n_items + 1], got {got}")
     n_users, n_items = scores.shape[0], scores.shape[1] - 1
     if n_items < 1:
         raise ValueError("scores needs at least 2 columns: padding column 0 and one item")
@@ -291,43 +307,69 @@ def _check_ks(ks: Sequence[int]) -> tuple[int, ...]:
 class RankingMetrics:
     """Accumulates ranks and computes HR@k, NDCG@k and MRR, exactly, over any split of the users.
 
-    The state is one integer histogram ``rank_counts`` (LongTensor ``[n_items + 1]``; entry r counts users
-    ranked r, entry 0 is unused). Integer addition is associative, so updating batch by batch, merging
-    accumulators, or summing ``rank_counts`` across processes (``torch.distributed.all_reduce(m.rank_counts)``)
-    gives bit-identical metrics to ranking all users at once. :meth:`compute` turns the histogram into
-    float64 averages with a correctly rounded sum (``math.fsum``), independent of order and thread count.
+    The state is one integer histogram ``rank_counts`` (LongTensor; entry r counts the users ranked r,
+    entry 0 is unused). Integer addition is associative, so updating batch by batch, merging accumulators
+    or summing ``rank_counts`` across processes gives bit-identical metrics to ranking all users at once.
+    :meth:`compute` turns it into float64 averages with a correctly rounded sum (``math.fsum``),
+    independent of order and thread count.
+
+    With ``n_items`` the histogram has the fixed shape ``[n_items + 1]`` and ranks above n_items are
+    refused; give it for ``torch.distributed.all_reduce(m.rank_counts)``, which needs equal shapes on every
+    process. Without it the histogram grows to the largest rank seen.
     """
 
-    def __init__(self, n_items: int, ks: Sequence[int] = DEFAULT_KS, device: torch.device | str | None = None):
-        if n_items < 1:
+    def __init__(
+        self,
+        ks: Sequence[int] = DEFAULT_KS,
+        n_items: int | None = None,
+        device: torch.device | str | None = None,
+    ):
+        if n_items is not None and n_items < 1:
             raise ValueError(f"n_items must be >= 1, got {n_items}")
-        self.n_items = n_items
         self.ks = _check_ks(ks)
-        self.rank_counts = torch.zeros(n_items + 1, dtype=torch.long, device=device)
+        self.n_items = n_items
+        self.rank_counts = torch.zeros(1 if n_items is None else n_items + 1, dtype=torch.long, device=device)
 
     @property
     def num_users(self) -> int:
         return int(self.rank_counts.sum())
 
+    def _grow(self, size: int) -> None:
+        if size > self.rank_counts.numel():
+            self.rank_counts = torch.cat(
+                [self.rank_counts, self.rank_counts.new_zeros(size - self.rank_counts.numel())]
+            )
+
     def update(self, ranks: torch.Tensor) -> None:
-        """Add the ranks ``[batch]`` (integers in 1..n_items) of a batch of users."""
+        """Add the ranks ``[batch]`` (integers >= 1, and <= n_items when it was given) of a batch of users."""
         if ranks.dim() != 1 or ranks.dtype.is_floating_point:
             raise ValueError(f"ranks must be a 1-D integer tensor, got {tuple(ranks.shape)} {ranks.dtype}")
         if ranks.numel() == 0:
             return
-        if ranks.min() < 1 or ranks.max() > self.n_items:
-            raise ValueError(f"ranks must lie in 1..{self.n_items}, got {int(ranks.min())}..{int(ranks.max())}")
-        ranks = ranks.to(self.rank_counts.device, torch.long)
-        self.rank_counts += torch.bincount(ranks, minlength=self.n_items + 1)
+        low, high = int(ranks.min()), int(ranks.max())
+        if low < 1 or (self.n_items is not None and high > self.n_items):
+            raise ValueError(f"ranks must lie in 1..{self.n_items or 'n_items'}, got {low}..{high}")
+        self._grow(high + 1)
+        self.rank_counts += torch.bincount(
+            ranks.to(self.rank_counts.device, torch.long), minlength=self.rank_counts.numel()
+        )
 
     def merge(self, other: RankingMetrics) -> RankingMetrics:
-        """Add another accumulator's users into this one (same n_items and ks); returns self."""
-        if other.n_items != self.n_items or other.ks != self.ks:
+        """Add another accumulator's users into this one (same ks, and same n_items if both have one)."""
+        if other.ks != self.ks or (
+            None not in (self.n_items, other.n_items) and other.n_items != self.n_items
+        ):
             raise ValueError(
                 f"cannot merge metrics over {other.n_items} items with ks={other.ks} "
                 f"into metrics over {self.n_items} items with ks={self.ks}"
             )
-        self.rank_counts += other.rank_counts.to(self.rank_counts.device)
+        if self.n_items is not None and other.rank_counts.numel() > self.rank_counts.numel():
+            if bool(other.rank_counts[self.n_items + 1 :].any()):
+                raise ValueError(f"cannot merge ranks above n_items={self.n_items}")
+        else:
+            self._grow(other.rank_counts.numel())
+        size = min(self.rank_counts.numel(), other.rank_counts.numel())
+        self.rank_counts[:size] += other.rank_counts[:size].to(self.rank_counts.device)
         return self
 
     def compute(self) -> dict[str, float]:
@@ -366,6 +408,6 @@ def full_ranking_metrics(
     """
     ks = _check_ks(ks)
     ranks = target_ranks(scores, targets, exclude, user_chunk=user_chunk, item_chunk=item_chunk)
-    metrics = RankingMetrics(scores.shape[1] - 1, ks, device=scores.device)
+    metrics = RankingMetrics(ks, n_items=scores.shape[1] - 1, device=scores.device)
     metrics.update(ranks)
     return metrics.compute()

@@ -53,9 +53,8 @@ def _checked_csr(
     if bool((lengths < 0).any()):
         raise ValueError("offsets must never decrease")
     if items.numel() and (items.min() < 1 or items.max() > n_items):
-        raise ValueError(
-            f"interaction items must lie in 1..{n_items}, got values in {int(items.min())}..{int(items.max())}"
-        )
+        got = f"{int(items.min())}..{int(items.max())}"
+        raise ValueError(f"interaction items must lie in 1..{n_items}, got values in {got}")
     owner = torch.repeat_interleave(torch.arange(lengths.numel(), device=items.device), lengths)
     return offsets, items, owner
 
@@ -141,7 +140,9 @@ def warm_item_users(
     """MoRec's warm-N test users: BoolTensor ``[n_users]``, True for users who survive
     :func:`iterative_filter` (N = ``min_item_interactions``) and whose target is among the surviving items.
     """
-    item_mask, user_mask = iterative_filter(offsets, items, n_items, min_item_interactions, min_user_interactions)
+    item_mask, user_mask = iterative_filter(
+        offsets, items, n_items, min_item_interactions, min_user_interactions
+    )
     targets = _checked_targets(targets, user_mask.numel(), n_items, user_mask.device)
     return user_mask & item_mask[targets]
 

@@ -1,0 +1,52 @@
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from transrec.cli.main import main
+
+FIXTURES = Path(__file__).parent.parent / "fixtures"
+
+
+def test_prepare_a_recbole_folder_and_show_info(tmp_path, capsys):
+    source = tmp_path / "mini"
+    shutil.copytree(FIXTURES / "recbole" / "mini", source)
+    out = tmp_path / "prepared"
+    argv = ["data", "prepare", str(source), "--format", "recbole", "--output", str(out), "--quiet",
+            "--option", "on_bad_row=skip", "user_k=1", "item_k=1", "tokenizer=hash"]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["config"]["user_k"] == 1 and meta["source"]["options"] == {"on_bad_row": "skip"}
+    assert f"{meta['counts']['users']} users" in printed and "preparation report" in printed
+    assert main(["data", "info", str(out)]) == 0
+    assert "user_k" in capsys.readouterr().out
+
+
+def test_user_errors_are_one_line_not_a_traceback(tmp_path, capsys):
+    assert main(["data", "prepare", "ml-100k", "--root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "run `transrec data fetch ml-100k` first" in err and "Traceback" not in err
+    source = tmp_path / "mini"
+    shutil.copytree(FIXTURES / "recbole" / "mini", source)
+    assert main(["data", "prepare", str(source), "--format", "recbole", "user_kk=3"]) == 2
+    assert "unknown config key(s) user_kk" in capsys.readouterr().err
+    assert main(["data", "prepare", str(source), "--format", "nosuch"]) == 2
+    assert "unknown data format 'nosuch'" in capsys.readouterr().err
+
+
+def test_prepare_refuses_a_malformed_row_naming_file_and_line(tmp_path, capsys):
+    source = tmp_path / "mini"
+    shutil.copytree(FIXTURES / "recbole" / "mini", source)
+    assert main(["data", "prepare", str(source), "--format", "recbole", "--output", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "mini.inter, line" in err and not (tmp_path / "o").exists()
+
+
+@pytest.mark.usefixtures("ml100k_root")
+def test_demo_quick(ml100k_root, capsys):
+    assert main(["demo", "--quick", "--root", str(ml100k_root)]) == 0
+    printed = capsys.readouterr().out
+    assert "943 users, 1,349 items, 99,287 interactions" in printed
+    assert "| transition |" in printed and "| random |" in printed
