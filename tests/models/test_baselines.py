@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from transrec.data.prepare import PrepareConfig, prepare
-from transrec.evaluation.protocol import evaluate_scorer, stage_histories
+from transrec.evaluation.protocol import evaluate_scorer
 from transrec.models.baselines import BASELINES
 
 from ..data.rawbuild import raw_dataset
