@@ -50,3 +50,13 @@ def test_demo_quick(ml100k_root, capsys):
     printed = capsys.readouterr().out
     assert "943 users, 1,349 items, 99,287 interactions" in printed
     assert "| transition |" in printed and "| random |" in printed
+
+
+def test_synth_prepares_a_source_and_a_target(tmp_path, capsys):
+    assert main(["data", "synth", "--tiny", "--output", str(tmp_path), "seed=4", "--user-k", "3"]) == 0
+    source = json.loads((tmp_path / "source" / "meta.json").read_text())
+    target = json.loads((tmp_path / "target" / "meta.json").read_text())
+    assert source["source"]["world"]["seed"] == 4 and source["images"]["format"] == "raw"
+    assert source["counts"]["items_text_only"] > 0 and source["counts"]["items_image_only"] > 0
+    assert target["counts"]["users"] > 0
+    assert "synthetic_source" in capsys.readouterr().out

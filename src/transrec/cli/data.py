@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from transrec.config import from_dict, merge, parse_overrides
+from transrec.config import from_dict, merge, parse_overrides, to_dict
 from transrec.data.loaders import LOADERS, _register_builtin_loaders, load_raw
 from transrec.data.prepare import PrepareConfig, prepare
 from transrec.data.prepared import PreparedDataset
@@ -48,6 +48,19 @@ def add_parser(commands) -> None:
     prep.add_argument("--overwrite", action="store_true", help="replace an existing prepared folder")
     prep.add_argument("--quiet", action="store_true", help="no progress bars")
     prep.set_defaults(run=run_prepare)
+
+    synth = sub.add_parser(
+        "synth",
+        help="generate and prepare the synthetic mixture-of-modality world (source and target)",
+        description="Trailing key=value pairs override SyntheticWorldConfig fields, "
+        "e.g. seed=3 target_users=200.",
+    )
+    synth.add_argument("overrides", nargs="*", help="SyntheticWorldConfig overrides, key=value")
+    synth.add_argument("--output", required=True, help="folder; gets source/ and target/ prepared datasets")
+    synth.add_argument("--tiny", action="store_true", help="the tiny preset used by unit tests")
+    synth.add_argument("--user-k", type=int, default=5, help="k-core of users and items (default 5)")
+    synth.add_argument("--overwrite", action="store_true", help="replace existing prepared folders")
+    synth.set_defaults(run=run_synth)
 
     info = sub.add_parser("info", help="show the counts, parameters and report of a prepared dataset")
     info.add_argument("path")
@@ -119,6 +132,24 @@ def print_summary(dataset: PreparedDataset) -> None:
     print("preparation report:\n" + report.format())
     for note in dataset.meta.get("notes", []):
         print(f"note: {note}")
+
+
+def run_synth(args: argparse.Namespace) -> int:
+    from transrec.data.synthetic import SyntheticWorldConfig, make_world
+
+    overrides = parse_overrides(args.overrides)
+    base = to_dict(SyntheticWorldConfig.tiny()) if args.tiny else {}
+    world = make_world(from_dict(SyntheticWorldConfig, merge(base, overrides)))
+    # Raw uint8 images: the world's images are small, so decoding JPEG would cost more than it saves.
+    config = PrepareConfig(
+        user_k=args.user_k, item_k=args.user_k, image_size=world.config.image_size, image_format="raw"
+    )
+    for raw, part in ((world.source, "source"), (world.target, "target")):
+        source = {"format": "synthetic", "world": to_dict(world.config)}
+        output = Path(args.output) / part
+        dataset = prepare(raw, config, output, source=source, overwrite=args.overwrite, progress=False)
+        print_summary(dataset)
+    return 0
 
 
 def run_info(args: argparse.Namespace) -> int:

@@ -161,7 +161,7 @@ class ImageStore:
         if not data:
             return np.zeros((self.size, self.size, 3), dtype=np.uint8)
         with Image.open(io.BytesIO(data)) as image:
-            return np.asarray(image.convert("RGB"), dtype=np.uint8)
+            return np.array(image.convert("RGB"), dtype=np.uint8)
 
     def batch(self, indices: Iterable[int]) -> np.ndarray:
         """uint8 ``[len(indices), size, size, 3]``."""
