@@ -1,0 +1,1 @@
+"""Item encoders, one file each, one registry (``ITEM_ENCODERS``)."""

@@ -1,0 +1,1 @@
+"""User encoders, one file each, one registry (``USER_ENCODERS``)."""

@@ -1,0 +1,1 @@
+"""Training: sequence batches, objectives, the trainer loop, checkpoints and transfer."""
