@@ -1,0 +1,270 @@
+"""Training batches: per-user windows over the training split, sampled negatives, unique-item batches.
+
+``SequenceTrainingData`` yields one left-padded window per user (only training interactions ``s[:-2]``),
+``CollateSequences`` turns a list of windows into a batch whose distinct items are listed once
+(``unique_items``) with inverse maps for every slot, so each item's content is loaded and encoded once.
+
+Everything random (shuffling, negatives, masks) is a pure function of ``(seed, epoch, user)``: a run
+resumed at epoch e draws exactly what an uninterrupted run draws at epoch e, whatever the number of
+DataLoader workers.
+
+    data = SequenceTrainingData(dataset, max_len=50, mode="s2s", n_negatives=1, content=None, seed=0)
+    for batch in make_loader(data, batch_size=64, shuffle=True, num_workers=2, epoch=epoch): ...
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from transrec.data.item_content import ItemBatch, ItemContent
+from transrec.data.prepared import PreparedDataset
+
+Mode = Literal["s2s", "s2o", "masked"]
+MODES = ("s2s", "s2o", "masked")
+
+# Separate random streams so that, e.g., changing the user fraction never changes the negatives.
+_SUBSET, _EXAMPLE, _SHUFFLE = 0, 1, 2
+
+
+def sample_uniform_excluding(
+    rng: np.random.Generator, n_items: int, excluded: np.ndarray, shape: tuple[int, ...]
+) -> np.ndarray:
+    """Items drawn uniformly from ``1..n_items`` minus ``excluded`` (sorted, unique, within 1..n_items).
+
+    Exact and without rejection: draw a rank r among the allowed items, then map it to the r-th allowed
+    item. With e_0 < e_1 < ... the excluded items, e_j - 1 - j allowed items precede e_j, so the r-th
+    allowed item is r + 1 + #{j : e_j - 1 - j <= r}, one ``searchsorted`` for the whole draw. Returns
+    int64 of ``shape``.
+    """
+    n_allowed = n_items - len(excluded)
+    count = int(np.prod(shape))
+    if count == 0:
+        return np.zeros(shape, dtype=np.int64)
+    if n_allowed <= 0:
+        raise ValueError(f"no item left to sample: all {n_items} items are excluded for this user")
+    ranks = rng.integers(0, n_allowed, size=count)
+    allowed_before = np.asarray(excluded, dtype=np.int64) - 1 - np.arange(len(excluded))
+    items = ranks + 1 + np.searchsorted(allowed_before, ranks, side="right")
+    return items.reshape(shape)
+
+
+def _left_pad(values: np.ndarray, length: int) -> np.ndarray:
+    out = np.zeros(length, dtype=np.int64)
+    if len(values):
+        out[length - len(values) :] = values
+    return out
+
+
+def training_item_counts(dataset: PreparedDataset) -> np.ndarray:
+    """Interactions per item in the training split: int64 ``[n_items + 1]`` (index 0, padding, is 0)."""
+    split = dataset.split
+    lengths = np.diff(dataset.offsets)
+    owner = np.repeat(np.arange(dataset.n_users), lengths)
+    in_training = np.arange(dataset.n_interactions) < split.train_ends[owner]
+    items = np.asarray(dataset.items)[in_training]
+    return np.bincount(items, minlength=dataset.n_items + 1).astype(np.int64)
+
+
+class SequenceTrainingData(Dataset):
+    """One training window per user, a torch ``Dataset`` of dicts of numpy arrays (see ``__getitem__``).
+
+    Args:
+        dataset: the prepared dataset; only each user's training interactions ``s[:-2]`` are read.
+        max_len: window length L. s2s/s2o use the most recent ``max_len + 1`` training items
+            (inputs ``items[:-1]``, targets ``items[1:]``); masked uses the most recent ``max_len``.
+        mode: ``s2s`` (a target at every position), ``s2o`` (target only at the last position, NineRec
+            S2O) or ``masked`` (BERT4Rec: targets at masked positions only).
+        n_negatives: k uniform negatives per target position, never an item of the user's training
+            sequence (MoRec: k=1). 0 for in-batch or full-softmax training.
+        content: item content gathered per batch by the collate function (None: ID models).
+        seed: base seed of the user subset, shuffling, negatives and masks.
+        mask_prob: probability that a real position is masked (masked mode; at least one per window).
+        user_fraction: keep this fraction of the users (TransRec 4.3 data scaling). The subset is a
+            prefix of one seeded permutation, so a smaller fraction is contained in a larger one.
+
+    Users with fewer than 2 training interactions have no window (no input/target pair) and are skipped.
+    """
+
+    def __init__(
+        self,
+        dataset: PreparedDataset,
+        max_len: int,
+        mode: Mode,
+        n_negatives: int,
+        content: ItemContent | None,
+        seed: int,
+        mask_prob: float = 0.2,
+        user_fraction: float = 1.0,
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if max_len < 1 or n_negatives < 0:
+            raise ValueError("max_len must be >= 1 and n_negatives >= 0")
+        if not 0.0 < mask_prob <= 1.0 or not 0.0 < user_fraction <= 1.0:
+            raise ValueError("mask_prob and user_fraction must be within (0, 1]")
+        split = dataset.split
+        self.starts = np.asarray(split.starts, dtype=np.int64)
+        self.train_ends = np.asarray(split.train_ends, dtype=np.int64)
+        self.items = dataset.items  # memory-mapped; read per example
+        self.n_items = dataset.n_items
+        self.max_len, self.mode, self.n_negatives = max_len, mode, n_negatives
+        self.content, self.seed, self.mask_prob = content, seed, mask_prob
+        self.epoch = 0
+        eligible = np.flatnonzero(self.train_ends - self.starts >= 2)
+        if user_fraction < 1.0:
+            keep = max(1, round(user_fraction * len(eligible)))
+            order = np.random.default_rng([seed, _SUBSET]).permutation(len(eligible))
+            eligible = np.sort(eligible[order[:keep]])
+        self.users = eligible
+
+    def set_epoch(self, epoch: int) -> None:
+        """Negatives and masks drawn after this are those of ``epoch`` (call before building a loader)."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        """The window of the ``index``-th kept user.
+
+        Returns numpy arrays: ``user_id`` (int), ``inputs`` [L], ``targets`` [L] (0 = no loss),
+        ``negatives`` [L, k] (0 wherever the target is 0), ``valid`` [L] bool (real positions, masked
+        ones included), ``masked`` [L] bool, ``history`` (sorted distinct training items of the user).
+        In masked mode the input at a masked position is 0, so an encoder that forgot the mask would
+        see a zero vector, never the answer.
+        """
+        user = int(self.users[index])
+        train = np.asarray(self.items[self.starts[user] : self.train_ends[user]], dtype=np.int64)
+        history = np.unique(train)
+        rng = np.random.default_rng([self.seed, _EXAMPLE, self.epoch, user])
+        length = self.max_len
+        if self.mode == "masked":
+            window = train[-length:]
+            chosen = rng.random(len(window)) < self.mask_prob
+            if not chosen.any():
+                chosen[rng.integers(len(window))] = True
+            inputs = _left_pad(window, length)
+            masked = np.zeros(length, dtype=bool)
+            masked[length - len(window) :] = chosen
+            valid = inputs != 0
+            targets = np.where(masked, inputs, 0)
+            inputs = np.where(masked, 0, inputs)
+        else:
+            window = train[-(length + 1) :]
+            inputs = _left_pad(window[:-1], length)
+            targets = _left_pad(window[1:], length)
+            if self.mode == "s2o":
+                targets[:-1] = 0
+            valid = inputs != 0
+            masked = np.zeros(length, dtype=bool)
+        negatives = np.zeros((length, self.n_negatives), dtype=np.int64)
+        rows = np.flatnonzero(targets)
+        negatives[rows] = sample_uniform_excluding(rng, self.n_items, history, (len(rows), self.n_negatives))
+        return {
+            "user_id": user,
+            "inputs": inputs,
+            "targets": targets,
+            "negatives": negatives,
+            "valid": valid,
+            "masked": masked,
+            "history": history,
+        }
+
+
+class CollateSequences:
+    """Builds a batch from windows; a plain class so DataLoader workers can pickle it.
+
+    The batch (a dict; B users, L positions, k negatives, U distinct items):
+        inputs, targets: long [B, L] (targets 0 = no loss); negatives: long [B, L, k];
+        valid, masked: bool [B, L]; user_ids: long [B];
+        unique_items: long [U], sorted distinct non-zero items of inputs, targets and negatives;
+        inputs_inv, targets_inv: long [B, L], negatives_inv: long [B, L, k]: positions into
+            ``unique_items``, -1 where the item index is 0 (what ``encode_sequences`` expects);
+        in_history: bool [B, U], True where unique_items[j] is in user b's training sequence (the
+            false negatives of in-batch softmax, PMMRec eq. 5);
+        items: ``ItemBatch`` of ``unique_items`` (gathered here, in the worker), or None without content.
+    """
+
+    def __init__(self, content: ItemContent | None = None) -> None:
+        self.content = content
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        inputs = np.stack([e["inputs"] for e in examples])
+        targets = np.stack([e["targets"] for e in examples])
+        negatives = np.stack([e["negatives"] for e in examples])
+        every = np.concatenate([inputs.ravel(), targets.ravel(), negatives.ravel()])
+        unique = np.unique(every)
+        unique = unique[unique != 0]
+
+        def inverse(values: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(np.where(values == 0, -1, np.searchsorted(unique, values)))
+
+        batch: dict[str, Any] = {
+            "inputs": torch.from_numpy(inputs),
+            "targets": torch.from_numpy(targets),
+            "negatives": torch.from_numpy(negatives),
+            "valid": torch.from_numpy(np.stack([e["valid"] for e in examples])),
+            "masked": torch.from_numpy(np.stack([e["masked"] for e in examples])),
+            "user_ids": torch.tensor([e["user_id"] for e in examples], dtype=torch.long),
+            "unique_items": torch.from_numpy(unique),
+            "inputs_inv": inverse(inputs),
+            "targets_inv": inverse(targets),
+            "negatives_inv": inverse(negatives),
+            "in_history": torch.from_numpy(self._membership([e["history"] for e in examples], unique)),
+            "items": None,
+        }
+        if self.content is not None:
+            batch["items"] = self.content.batch(batch["unique_items"])
+        return batch
+
+    @staticmethod
+    def _membership(histories: list[np.ndarray], unique: np.ndarray) -> np.ndarray:
+        """bool [B, U]: one searchsorted over (user slot, item) keys instead of a loop per user."""
+        stride = 1 + max([int(unique.max(initial=0))] + [int(h.max(initial=0)) for h in histories])
+        # Each history is sorted and slots are increasing, so the concatenated keys are sorted too.
+        keys = np.concatenate([slot * stride + h for slot, h in enumerate(histories)])
+        queries = np.arange(len(histories))[:, None] * stride + unique[None, :]
+        if len(keys) == 0:
+            return np.zeros(queries.shape, dtype=bool)
+        found = np.minimum(np.searchsorted(keys, queries), len(keys) - 1)
+        return keys[found] == queries
+
+
+def batch_to(batch: dict[str, Any], device: torch.device | str, non_blocking: bool = False) -> dict[str, Any]:
+    """The batch with every tensor (and the ``ItemBatch``) moved to ``device``."""
+    moved: dict[str, Any] = {}
+    for key, value in batch.items():
+        if isinstance(value, (torch.Tensor, ItemBatch)):
+            value = value.to(device, non_blocking=non_blocking)
+        moved[key] = value
+    return moved
+
+
+def shuffle_seed(seed: int, epoch: int) -> int:
+    """Seed of the shuffling generator of ``epoch``."""
+    return int(np.random.SeedSequence([seed, _SHUFFLE, epoch]).generate_state(1)[0])
+
+
+def make_loader(
+    data: SequenceTrainingData, batch_size: int, shuffle: bool, num_workers: int, epoch: int
+) -> DataLoader:
+    """A DataLoader over ``data`` for ``epoch``: order, negatives and masks depend only on (seed, epoch).
+
+    Build one per epoch: workers copy ``data`` (and its epoch) when the loader starts iterating, so
+    persistent workers would keep drawing the first epoch's negatives.
+    """
+    data.set_epoch(epoch)
+    generator = torch.Generator().manual_seed(shuffle_seed(data.seed, epoch))
+    return DataLoader(
+        data,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=num_workers,
+        collate_fn=CollateSequences(data.content),
+        generator=generator,
+        persistent_workers=False,
+    )

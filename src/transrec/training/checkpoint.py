@@ -1,0 +1,130 @@
+"""Checkpoints of runs and transfer loading.
+
+A run keeps two checkpoint directories (Hugging Face convention, never pickle):
+``best/`` (``config.json`` + ``model.safetensors``, the model with the best validation NDCG@10) and
+``last/`` (the same plus ``optimizer.safetensors`` and ``trainer_state.json``), rewritten atomically
+after every epoch, from which a killed run resumes.
+
+Transfer loads a source checkpoint into a new model *by component* (``item_encoder``,
+``user_encoder``): every key of a loaded component must match by name and shape, and a mismatch raises
+``TransferError`` naming the keys. The source optimizer state is never read.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from transrec.models.recommender import WEIGHTS_FILE, SequentialRecommender, read_model_config
+from transrec.utils.io import atomic_directory
+
+OPTIMIZER_FILE = "optimizer.safetensors"
+STATE_FILE = "trainer_state.json"
+COMPONENTS = ("item_encoder", "user_encoder")
+
+
+class TransferError(RuntimeError):
+    """A source checkpoint cannot be loaded into the target model as asked."""
+
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split ``optimizer.state_dict()`` into tensors (for safetensors) and JSON-able metadata."""
+    state = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    meta: dict[str, Any] = {"param_groups": state["param_groups"], "state": {}}
+    for index, values in state["state"].items():
+        entry = {}
+        for name, value in values.items():
+            if torch.is_tensor(value):
+                tensors[f"{index}.{name}"] = value.detach().contiguous().cpu()
+                entry[name] = "<tensor>"
+            else:
+                entry[name] = value
+        meta["state"][str(index)] = entry
+    return tensors, meta
+
+
+def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    state = {}
+    for index, entry in meta["state"].items():
+        state[int(index)] = {
+            name: tensors[f"{index}.{name}"] if value == "<tensor>" else value
+            for name, value in entry.items()
+        }
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def save_last(
+    directory: Path, model: SequentialRecommender, optimizer: torch.optim.Optimizer, trainer_state: dict
+) -> None:
+    """Write ``last/`` atomically: model, optimizer state and the trainer's counters."""
+    tensors, meta = optimizer_tensors(optimizer)
+    with atomic_directory(directory) as tmp:
+        model.save_pretrained(tmp / "model")
+        save_file(tensors, str(tmp / OPTIMIZER_FILE))
+        (tmp / STATE_FILE).write_text(json.dumps({"optimizer": meta, "trainer": trainer_state}, indent=1))
+
+
+def load_last(
+    directory: Path, model: SequentialRecommender, optimizer: torch.optim.Optimizer
+) -> dict[str, Any]:
+    """Restore model and optimizer from ``last/``; returns the trainer state saved with them."""
+    model.load_state_dict(load_file(str(directory / "model" / WEIGHTS_FILE)), strict=True)
+    saved = json.loads((directory / STATE_FILE).read_text())
+    restore_optimizer(optimizer, load_file(str(directory / OPTIMIZER_FILE)), saved["optimizer"])
+    return saved["trainer"]
+
+
+def load_components(
+    model: SequentialRecommender, checkpoint: str | Path, components: tuple[str, ...] | list[str] = COMPONENTS
+) -> dict[str, list[str]]:
+    """Load ``components`` of ``model`` from the checkpoint directory ``checkpoint`` (HasPT transfer).
+
+    Returns the loaded keys per component. Raises TransferError when the checkpoint is missing, the
+    model sizes differ, a component is not transferable (an ID item table belongs to its catalogue),
+    or any key is missing, unexpected or of another shape, naming those keys.
+    """
+    checkpoint = Path(checkpoint)
+    if not (checkpoint / WEIGHTS_FILE).is_file():
+        raise TransferError(f"{checkpoint} is not a model checkpoint (no {WEIGHTS_FILE})")
+    unknown = [c for c in components if c not in COMPONENTS]
+    if unknown:
+        raise TransferError(f"unknown component(s) {unknown}; components are {', '.join(COMPONENTS)}")
+    source_config = read_model_config(checkpoint)
+    if source_config.d_model != model.config.d_model:
+        raise TransferError(
+            f"d_model differs: checkpoint {source_config.d_model}, model {model.config.d_model}"
+        )
+    if "item_encoder" in components and not model.item_encoder.transferable:
+        raise TransferError(
+            f"the {model.config.item_encoder!r} item encoder is tied to its catalogue's ids and cannot be "
+            "transferred; load only the user encoder (init_components=[user_encoder])"
+        )
+    source = load_file(str(checkpoint / WEIGHTS_FILE))
+    target = model.state_dict()
+    loaded: dict[str, list[str]] = {}
+    for component in components:
+        prefix = component + "."
+        theirs = {k: v for k, v in source.items() if k.startswith(prefix)}
+        ours = {k: v for k, v in target.items() if k.startswith(prefix)}
+        missing = sorted(set(ours) - set(theirs))
+        unexpected = sorted(set(theirs) - set(ours))
+        shapes = sorted(k for k in set(ours) & set(theirs) if ours[k].shape != theirs[k].shape)
+        if missing or unexpected or shapes:
+            raise TransferError(
+                f"{component} of {checkpoint} does not fit the model: "
+                + "; ".join(
+                    f"{label}: {', '.join(keys[:10])}{' ...' if len(keys) > 10 else ''}"
+                    for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape", shapes))
+                    if keys
+                )
+            )
+        with torch.no_grad():
+            for key, value in theirs.items():
+                target[key].copy_(value)
+        loaded[component] = sorted(theirs)
+    return loaded

@@ -1,0 +1,97 @@
+"""The configuration of a training run (pre-training, fine-tuning and training from scratch alike)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from transrec.models.recommender import ModelConfig
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with separate settings for the pretrained modality encoders and for the rest.
+
+    Args:
+        lr: learning rate of the user encoder, DT layers and ID tables (papers: 1e-4 to 1e-3).
+        weight_decay: their weight decay (papers: 0.01-0.1).
+        encoder_lr: learning rate of the text/image backbones (papers: 1e-5 to 1e-4).
+        encoder_weight_decay: their weight decay.
+        betas: AdamW betas.
+        grad_clip: maximum global gradient norm (0: no clipping).
+        warmup_steps: linear learning-rate warm-up from 0 (0: none).
+    """
+
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    encoder_lr: float = 1e-4
+    encoder_weight_decay: float = 0.01
+    betas: tuple[float, ...] = (0.9, 0.999)
+    grad_clip: float = 1.0
+    warmup_steps: int = 0
+
+
+@dataclass
+class TrainConfig:
+    """One run: data, model, objective, optimisation, evaluation, transfer.
+
+    Args:
+        dataset: prepared dataset directory (``transrec data prepare``).
+        output_dir: run directory (config, metrics, checkpoints, test metrics).
+        model: the architecture (``n_items``/``n_users`` are filled in from the dataset).
+        mode: ``s2s`` (a loss at every position), ``s2o`` (last position only) or ``masked``
+            (BERT4Rec cloze training; needs a bidirectional user encoder).
+        objective: ``bce`` (sampled negatives), ``inbatch`` (softmax over the batch's distinct items,
+            false negatives masked) or ``full_softmax`` (over the whole catalogue).
+        n_negatives: sampled negatives per position for ``bce`` (papers: 1).
+        logq: popularity (logQ) correction of in-batch logits.
+        temperature: softmax temperature of ``inbatch``.
+        mask_prob: share of positions masked in ``masked`` mode.
+        batch_size, epochs: per step and at most.
+        patience: epochs without a better validation NDCG@10 before stopping early.
+        eval_batch_size: users per evaluation batch.
+        ks: cut-offs of the reported metrics.
+        seed: seeds data order, negatives, masks, dropout and initialisation.
+        num_workers: DataLoader worker processes.
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:1``...
+        init_checkpoint: a model checkpoint to start from (HasPT transfer); None trains from scratch.
+        init_components: which components to load from it (``item_encoder``, ``user_encoder``).
+        user_fraction: train on this share of the users (TransRec 4.3 data scaling); evaluation uses all.
+        resume: continue from ``output_dir/last`` when it exists.
+        collapse_factor, collapse_patience: a run whose validation NDCG@10 stays below
+            ``collapse_factor`` x the NDCG@10 of a random ranking for ``collapse_patience`` evaluations
+            in a row (or whose loss is not finite) is stopped and reported as collapsed.
+    """
+
+    dataset: str
+    output_dir: str
+    model: ModelConfig = field(default_factory=ModelConfig)
+    mode: Literal["s2s", "s2o", "masked"] = "s2s"
+    objective: Literal["bce", "inbatch", "full_softmax"] = "bce"
+    n_negatives: int = 1
+    logq: bool = False
+    temperature: float = 1.0
+    mask_prob: float = 0.2
+    batch_size: int = 64
+    epochs: int = 50
+    patience: int = 5
+    eval_batch_size: int = 512
+    ks: tuple[int, ...] = (5, 10, 20, 50)
+    seed: int = 42
+    num_workers: int = 0
+    device: str = "auto"
+    init_checkpoint: str | None = None
+    init_components: tuple[str, ...] = ("item_encoder", "user_encoder")
+    user_fraction: float = 1.0
+    resume: bool = True
+    collapse_factor: float = 1.5
+    collapse_patience: int = 2
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.user_fraction <= 1.0:
+            raise ValueError("user_fraction must be in (0, 1]")
+        if self.objective == "bce" and self.n_negatives < 1:
+            raise ValueError("bce needs n_negatives >= 1")
+        if self.mode == "masked" and self.objective == "bce" and self.n_negatives < 1:
+            raise ValueError("masked training with bce needs negatives")

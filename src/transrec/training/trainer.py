@@ -1,0 +1,240 @@
+"""The training loop: one function for pre-training, fine-tuning and training from scratch.
+
+``train(config)`` prepares the data pipeline and the model (optionally loading components of a source
+checkpoint: HasPT transfer), trains with AdamW (separate learning rate and weight decay for the
+modality backbones), evaluates on validation after every epoch (full ranking, NDCG@10), keeps the best
+checkpoint, stops early, detects collapse, and evaluates the test set once, at the end, on the best
+checkpoint. Everything random is a function of (seed, epoch), and ``last/`` is rewritten atomically
+after every epoch, so a killed run resumed with the same config ends with the same metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from transrec.config import dump_yaml
+from transrec.data.item_content import ItemContent
+from transrec.data.prepared import PreparedDataset
+from transrec.evaluation.model_eval import evaluate_model
+from transrec.models.recommender import SequentialRecommender
+from transrec.training.batches import SequenceTrainingData, make_loader
+from transrec.training.checkpoint import load_components, load_last, save_last
+from transrec.training.config import OptimConfig, TrainConfig
+from transrec.training.step import TrainingObjective
+from transrec.utils.io import atomic_write_text
+
+#: Called with an event name ("step", "epoch") and a dict of details; may raise to stop the run.
+Hook = Callable[[str, dict[str, Any]], None]
+
+
+class TrainingCollapsed(RuntimeError):
+    """The run collapsed (non-finite loss, or validation metrics at the level of a random ranking)."""
+
+
+@dataclass
+class RunResult:
+    status: str  # "finished" or "collapsed"
+    best_epoch: int
+    best_valid: dict[str, float]
+    test: dict[str, float] | None
+    epochs_run: int
+    seconds: float
+    output_dir: Path
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def build_optimizer(model: SequentialRecommender, config: OptimConfig) -> torch.optim.AdamW:
+    """AdamW with two parameter groups: modality backbones (``encoder_lr``) and the rest (``lr``)."""
+    encoder_ids = {id(p) for p in model.item_encoder.modality_parameters()}
+    encoder = [p for p in model.parameters() if p.requires_grad and id(p) in encoder_ids]
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in encoder_ids]
+    groups = [{"params": rest, "lr": config.lr, "weight_decay": config.weight_decay, "name": "recommender"}]
+    if encoder:
+        groups.append(
+            {
+                "params": encoder,
+                "lr": config.encoder_lr,
+                "weight_decay": config.encoder_weight_decay,
+                "name": "encoder",
+            }
+        )
+    return torch.optim.AdamW(groups, betas=tuple(config.betas))
+
+
+def random_ndcg_at_10(dataset: PreparedDataset) -> float:
+    """Expected validation NDCG@10 of a uniformly random ranking (history excluded)."""
+    history = float(np.mean(dataset.split.train_ends - dataset.split.starts))
+    candidates = max(dataset.n_items - history, 1.0)
+    return sum(1.0 / math.log2(r + 1) for r in range(1, min(10, int(candidates)) + 1)) / candidates
+
+
+def train(config: TrainConfig, *, progress: bool = True, hook: Hook | None = None) -> RunResult:
+    """Run ``config``; returns the result and writes everything into ``config.output_dir``."""
+    started = time.perf_counter()
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(config.device)
+    dataset = PreparedDataset(config.dataset)
+    model_config = replace(config.model, n_items=dataset.n_items, n_users=dataset.n_users)
+    resolved = replace(config, model=model_config)
+    atomic_write_text(out / "config.yaml", dump_yaml(resolved))
+
+    seed_everything(config.seed)
+    model = SequentialRecommender(model_config).to(device)
+    if config.init_checkpoint:
+        loaded = load_components(model, config.init_checkpoint, list(config.init_components))
+        _log(progress, f"loaded {', '.join(f'{c} ({len(k)} tensors)' for c, k in loaded.items())} "
+                       f"from {config.init_checkpoint}")  # fmt: skip
+    content = ItemContent(dataset, text=model.item_encoder.needs_text, image=model.item_encoder.needs_image)
+    data = SequenceTrainingData(
+        dataset,
+        max_len=model_config.max_len,
+        mode=config.mode,
+        n_negatives=config.n_negatives if config.objective == "bce" else 0,
+        content=content,
+        seed=config.seed,
+        mask_prob=config.mask_prob,
+        user_fraction=config.user_fraction,
+    )
+    objective = TrainingObjective(config, dataset, content, device)
+    optimizer = build_optimizer(model, config.optim)
+
+    state = {"epoch": 0, "step": 0, "best": -1.0, "best_epoch": -1, "best_valid": {}, "bad_epochs": 0,
+             "low_evals": 0}  # fmt: skip
+    if config.resume and (out / "last").is_dir():
+        state = load_last(out / "last", model, optimizer)
+        _log(progress, f"resuming from {out / 'last'} after epoch {state['epoch']}")
+    history = _read_metrics(out / "metrics.jsonl", before_epoch=state["epoch"])
+    random_level = random_ndcg_at_10(dataset)
+
+    for epoch in range(state["epoch"], config.epochs):
+        # Dropout and any other torch randomness: a pure function of (seed, epoch), so resuming works.
+        torch.manual_seed(config.seed * 100_003 + epoch)
+        data.set_epoch(epoch)
+        loader = make_loader(
+            data, config.batch_size, shuffle=True, num_workers=config.num_workers, epoch=epoch
+        )
+        model.train()
+        epoch_loss, steps = 0.0, 0
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, disable=not progress)
+        for batch in bar:
+            loss = objective.loss(model, batch)
+            if not torch.isfinite(loss):
+                _collapse(out, config, epoch, f"the training loss became {loss.item()}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.optim.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
+            _warmup(optimizer, config.optim, state["step"])
+            optimizer.step()
+            state["step"] += 1
+            epoch_loss += loss.item()
+            steps += 1
+            bar.set_postfix(loss=f"{epoch_loss / steps:.4f}")
+            if hook:
+                hook("step", {"epoch": epoch, "step": state["step"], "loss": loss.item()})
+        valid = evaluate_model(model, dataset, content, "valid", config.ks, config.eval_batch_size, device)
+        record = {
+            "epoch": epoch + 1,
+            "loss": epoch_loss / max(steps, 1),
+            **{f"valid_{k}": v for k, v in valid.items()},
+        }
+        history.append(record)
+        _write_metrics(out / "metrics.jsonl", history)
+        _log(progress, f"epoch {epoch + 1}: loss {record['loss']:.4f}  valid NDCG@10 {valid['NDCG@10']:.4f}  "
+                       f"HR@10 {valid['HR@10']:.4f}")  # fmt: skip
+        if valid["NDCG@10"] > state["best"]:
+            state.update(best=valid["NDCG@10"], best_epoch=epoch + 1, best_valid=valid, bad_epochs=0)
+            model.save_pretrained(out / "best")
+        else:
+            state["bad_epochs"] += 1
+        state["low_evals"] = (
+            state["low_evals"] + 1 if valid["NDCG@10"] < config.collapse_factor * random_level else 0
+        )
+        state["epoch"] = epoch + 1
+        save_last(out / "last", model, optimizer, state)
+        if hook:
+            hook("epoch", {"epoch": epoch + 1, "valid": valid})
+        if state["low_evals"] >= config.collapse_patience:
+            _collapse(
+                out, config, epoch,
+                f"validation NDCG@10 {valid['NDCG@10']:.5f} stayed below {config.collapse_factor} x "
+                f"the level of a random ranking ({random_level:.5f}) for {state['low_evals']} evaluations",
+            )  # fmt: skip
+        if state["bad_epochs"] >= config.patience:
+            _log(progress, f"early stop: no better validation NDCG@10 for {config.patience} epochs")
+            break
+
+    best = SequentialRecommender.from_pretrained(out / "best", map_location=device)
+    test = evaluate_model(best, dataset, content, "test", config.ks, config.eval_batch_size, device)
+    atomic_write_text(out / "test_metrics.json", json.dumps(test, indent=2) + "\n")
+    result = RunResult("finished", state["best_epoch"], state["best_valid"], test, state["epoch"],
+                       time.perf_counter() - started, out)  # fmt: skip
+    atomic_write_text(out / "result.json", json.dumps(_result_dict(result), indent=2) + "\n")
+    return result
+
+
+def _warmup(optimizer: torch.optim.Optimizer, config: OptimConfig, step: int) -> None:
+    if config.warmup_steps <= 0:
+        return
+    scale = min(1.0, (step + 1) / config.warmup_steps)
+    for group in optimizer.param_groups:
+        base = config.encoder_lr if group.get("name") == "encoder" else config.lr
+        group["lr"] = base * scale
+
+
+def _collapse(out: Path, config: TrainConfig, epoch: int, reason: str) -> None:
+    message = (
+        f"training collapsed in epoch {epoch + 1}: {reason}. Learning rates: lr={config.optim.lr}, "
+        f"encoder_lr={config.optim.encoder_lr}; lower them (MoRec section 7 reports collapse with too "
+        "high encoder learning rates) or check the data"
+    )
+    atomic_write_text(
+        out / "result.json", json.dumps({"status": "collapsed", "reason": message}, indent=2) + "\n"
+    )
+    raise TrainingCollapsed(message)
+
+
+def _result_dict(result: RunResult) -> dict[str, Any]:
+    return {
+        "status": result.status, "best_epoch": result.best_epoch, "best_valid": result.best_valid,
+        "test": result.test, "epochs_run": result.epochs_run, "seconds": round(result.seconds, 2),
+    }  # fmt: skip
+
+
+def _read_metrics(path: Path, before_epoch: int) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [row for row in rows if row["epoch"] <= before_epoch]
+
+
+def _write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
+    atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
+
+
+def _log(enabled: bool, message: str) -> None:
+    if enabled:
+        tqdm.write(message)
