@@ -8,6 +8,7 @@ import sys
 from transrec import __version__
 from transrec.cli import data as data_cli
 from transrec.cli import demo as demo_cli
+from transrec.cli import train as train_cli
 from transrec.config import ConfigError
 from transrec.data.errors import DataError
 
@@ -19,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"transrec {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     data_cli.add_parser(commands)
+    train_cli.add_parser(commands)
     demo_cli.add_parser(commands)
     return parser
 

@@ -1,0 +1,80 @@
+"""``transrec train`` and ``transrec evaluate``.
+
+Pre-training and fine-tuning are the same command: fine-tuning (HasPT) sets ``init_checkpoint`` to a
+source run's ``best`` directory. ``evaluate`` applies a checkpoint to any prepared dataset, which is
+zero-shot transfer when the dataset is another platform's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from transrec.config import load_config
+
+
+def add_parser(commands) -> None:
+    train = commands.add_parser(
+        "train",
+        help="train a model (pre-training and fine-tuning alike)",
+        description="Train from a YAML config; trailing dotted key=value pairs override it, e.g. "
+        "optim.lr=1e-4 model.user_encoder=gru4rec init_checkpoint=runs/source/best",
+    )
+    train.add_argument("--config", help="YAML file of TrainConfig fields (see configs/)")
+    train.add_argument("overrides", nargs="*", help="dotted key=value overrides")
+    train.add_argument("--quiet", action="store_true", help="no progress bars")
+    train.set_defaults(run=run_train)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="evaluate a checkpoint on a prepared dataset (zero-shot on another platform)"
+    )
+    evaluate.add_argument(
+        "--checkpoint", required=True, help="model directory (config.json + model.safetensors)"
+    )
+    evaluate.add_argument("--dataset", required=True, help="prepared dataset directory")
+    evaluate.add_argument("--stage", default="test", choices=["valid", "test"])
+    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--output", help="write the metrics as JSON to this file")
+    evaluate.set_defaults(run=run_evaluate)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from transrec.training.config import TrainConfig
+    from transrec.training.trainer import TrainingCollapsed, train
+
+    config = load_config(TrainConfig, args.config, args.overrides)
+    try:
+        result = train(config, progress=not args.quiet)
+    except TrainingCollapsed as err:
+        print(f"transrec: collapsed: {err}", file=sys.stderr)
+        return 3
+    print(
+        f"best epoch {result.best_epoch} of {result.epochs_run}, {result.seconds:.1f} s; run in {result.output_dir}"
+    )
+    print("test: " + "  ".join(f"{k} {v:.4f}" for k, v in result.test.items()))
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from transrec.data.item_content import ItemContent
+    from transrec.data.prepared import PreparedDataset
+    from transrec.evaluation.model_eval import evaluate_model
+    from transrec.models.recommender import SequentialRecommender
+    from transrec.training.trainer import resolve_device
+
+    device = resolve_device(args.device)
+    model = SequentialRecommender.from_pretrained(args.checkpoint, map_location=device)
+    dataset = PreparedDataset(args.dataset)
+    if not model.item_encoder.transferable and model.config.n_items != dataset.n_items:
+        raise ValueError(
+            f"{args.checkpoint} uses item IDs of another catalogue ({model.config.n_items} items); "
+            "ID models cannot be applied to a new platform"
+        )
+    content = ItemContent(dataset, text=model.item_encoder.needs_text, image=model.item_encoder.needs_image)
+    metrics = evaluate_model(model, dataset, content, args.stage, device=device)
+    print(f"{args.stage} on {dataset.name}: " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    if args.output:
+        with open(args.output, "w") as handle:
+            json.dump(metrics, handle, indent=2)
+    return 0

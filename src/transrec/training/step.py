@@ -1,0 +1,51 @@
+"""One training step's loss: encode the batch's distinct items once, run the user encoder, apply the
+objective of the run (BCE with sampled negatives, in-batch softmax, or full softmax)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from transrec.data.item_content import ItemContent
+from transrec.data.prepared import PreparedDataset
+from transrec.training import losses
+from transrec.training.batches import batch_to, training_item_counts
+from transrec.training.config import TrainConfig
+
+
+class TrainingObjective:
+    """Computes the loss of a batch (as built by ``training.batches.CollateSequences``) for a model."""
+
+    def __init__(
+        self, config: TrainConfig, dataset: PreparedDataset, content: ItemContent, device: torch.device
+    ):
+        self.config, self.content, self.device = config, content, device
+        self.log_q = None
+        if config.objective == "inbatch" and config.logq:
+            counts = training_item_counts(dataset).astype(np.float64) + 1.0  # +1: no log(0) for unseen items
+            self.log_q = torch.from_numpy(np.log(counts / counts.sum())).float().to(device)
+
+    def loss(self, model, batch: dict) -> torch.Tensor:
+        batch = batch_to(batch, self.device, non_blocking=True)
+        vectors = model.encode_items(batch["items"])  # [U, d], each distinct item once
+        table = torch.cat([vectors.new_zeros(1, vectors.shape[1]), vectors])  # row 0: padding
+        masked = batch["masked"] if self.config.mode == "masked" else None
+        hidden = model.user_states(table[batch["inputs_inv"] + 1], batch["valid"], batch["user_ids"], masked)
+        targets = batch["targets"]
+        at = targets != 0
+        objective = self.config.objective
+        if objective == "bce":
+            return losses.bce_loss(
+                hidden, table[batch["targets_inv"] + 1], table[batch["negatives_inv"] + 1], at
+            )
+        rows = at.nonzero(as_tuple=True)[0]
+        if objective == "inbatch":
+            log_q = None if self.log_q is None else self.log_q[batch["unique_items"]]
+            return losses.inbatch_softmax_loss(
+                hidden[at], batch["targets_inv"][at], vectors, batch["in_history"][rows], log_q,
+                self.config.temperature,
+            )  # fmt: skip
+        all_items = torch.arange(1, self.content.n_items + 1)
+        catalogue = model.encode_items(self.content.batch(all_items).to(self.device))
+        catalogue = torch.cat([catalogue.new_zeros(1, catalogue.shape[1]), catalogue])
+        return losses.full_softmax_loss(hidden[at], targets[at], catalogue)
