@@ -50,7 +50,7 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"transrec: collapsed: {err}", file=sys.stderr)
         return 3
     print(
-        f"best epoch {result.best_epoch} of {result.epochs_run}, {result.seconds:.1f} s; run in {result.output_dir}"
+        f"best epoch {result.best_epoch} of {result.epochs_run} ({result.seconds:.1f} s): {result.output_dir}"
     )
     print("test: " + "  ".join(f"{k} {v:.4f}" for k, v in result.test.items()))
     return 0
