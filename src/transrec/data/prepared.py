@@ -69,7 +69,7 @@ class PreparedDataset:
     """Read-only view of a prepared dataset directory; arrays are memory-mapped where large."""
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+        self.path = Path(path).expanduser()
         meta_file = self.path / "meta.json"
         if not meta_file.is_file():
             raise FileNotFoundError(

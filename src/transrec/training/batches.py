@@ -250,7 +250,12 @@ def shuffle_seed(seed: int, epoch: int) -> int:
 
 
 def make_loader(
-    data: SequenceTrainingData, batch_size: int, shuffle: bool, num_workers: int, epoch: int
+    data: SequenceTrainingData,
+    batch_size: int,
+    shuffle: bool,
+    num_workers: int,
+    epoch: int,
+    pin_memory: bool = False,
 ) -> DataLoader:
     """A DataLoader over ``data`` for ``epoch``: order, negatives and masks depend only on (seed, epoch).
 
@@ -267,4 +272,5 @@ def make_loader(
         collate_fn=CollateSequences(data.content),
         generator=generator,
         persistent_workers=False,
+        pin_memory=pin_memory,
     )

@@ -3,7 +3,6 @@ objective of the run (BCE with sampled negatives, in-batch softmax, or full soft
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from transrec.data.item_content import ItemContent
@@ -20,10 +19,9 @@ class TrainingObjective:
         self, config: TrainConfig, dataset: PreparedDataset, content: ItemContent, device: torch.device
     ):
         self.config, self.content, self.device = config, content, device
-        self.log_q = None
+        self.counts = None
         if config.objective == "inbatch" and config.logq:
-            counts = training_item_counts(dataset).astype(np.float64) + 1.0  # +1: no log(0) for unseen items
-            self.log_q = torch.from_numpy(np.log(counts / counts.sum())).float().to(device)
+            self.counts = torch.from_numpy(training_item_counts(dataset))
 
     def loss(self, model, batch: dict) -> torch.Tensor:
         batch = batch_to(batch, self.device, non_blocking=True)
@@ -40,7 +38,9 @@ class TrainingObjective:
             )
         rows = at.nonzero(as_tuple=True)[0]
         if objective == "inbatch":
-            log_q = None if self.log_q is None else self.log_q[batch["unique_items"]]
+            log_q = (
+                None if self.counts is None else losses.log_q_from_counts(self.counts, batch["unique_items"])
+            )
             return losses.inbatch_softmax_loss(
                 hidden[at], batch["targets_inv"][at], vectors, batch["in_history"][rows], log_q,
                 self.config.temperature,
