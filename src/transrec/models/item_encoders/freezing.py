@@ -15,6 +15,7 @@ frozen block never change: a frozen block computes the same function at every st
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -71,7 +72,7 @@ def find_blocks(model: nn.Module) -> list[str]:
         and any(True for _ in module[0].parameters())
     ]
     innermost = [name for name in lists if not any(other.startswith(f"{name}.") for other in lists)]
-    return [f"{name}.{i}" if name else str(i) for name in innermost for i in range(len(model.get_submodule(name)))]
+    return [f"{name}.{i}" for name in innermost for i in range(len(model.get_submodule(name)))]
 
 
 class FrozenBackbone(nn.Module):
@@ -158,3 +159,16 @@ def probe_width(module: nn.Module, run: Callable[[], torch.Tensor]) -> int:
         return int(run().shape[-1])
     finally:
         module.train(was_training)
+
+
+def drop_unused_pooler(model: nn.Module) -> None:
+    """Remove a Hugging Face model's pooler head when its output is not used.
+
+    Only for classes that support running without one (an ``add_pooling_layer`` argument, e.g. BERT,
+    RoBERTa, ViT): they check ``self.pooler is None``. An unused trainable head would get no gradient,
+    which distributed training treats as an error, and would waste its optimizer state.
+    """
+    if isinstance(getattr(model, "pooler", None), nn.Module) and (
+        "add_pooling_layer" in inspect.signature(type(model).__init__).parameters
+    ):
+        model.pooler = None

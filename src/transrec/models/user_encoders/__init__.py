@@ -40,4 +40,14 @@ from transrec.models.user_encoders import (  # noqa: E402
     sasrec,
 )
 
-__all__ = ["USER_ENCODERS", "UserEncoder", "bert4rec", "build_user_encoder", "dssm", "gru4rec", "mean_pool", "nextitnet", "sasrec"]
+__all__ = [
+    "USER_ENCODERS",
+    "UserEncoder",
+    "bert4rec",
+    "build_user_encoder",
+    "dssm",
+    "gru4rec",
+    "mean_pool",
+    "nextitnet",
+    "sasrec",
+]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import nn
 
@@ -22,9 +24,11 @@ class UserEncoder(nn.Module):
         masked: bool ``[B, L]`` positions whose item is hidden behind a learned mask vector (BERT4Rec).
     """
 
-    causal: bool = True
-    uses_user_ids: bool = False
-    masked_training: bool = False
+    #: The typed config dataclass of the encoder (``build_user_encoder`` builds it from a dict).
+    config_class: ClassVar[type]
+    causal: ClassVar[bool] = True
+    uses_user_ids: ClassVar[bool] = False
+    masked_training: ClassVar[bool] = False
 
     def __init__(self, d_model: int, max_len: int) -> None:
         super().__init__()

@@ -42,7 +42,7 @@ class BERT4Rec(UserEncoder):
         super().__init__(d_model, max_len)
         self.config = config or BERT4RecConfig()
         self.mask_vector = nn.Parameter(torch.randn(d_model) * 0.02)
-        self.transformer = TransformerStack(d_model, max_len, self.config)
+        self.stack = TransformerStack(d_model, max_len, self.config)
 
     def forward(
         self,
@@ -56,4 +56,4 @@ class BERT4Rec(UserEncoder):
             # torch.where, not a product: the hidden item gets exactly zero gradient and leaks nothing.
             hide = (masked & valid).unsqueeze(-1)
             item_vectors = torch.where(hide, self.mask_vector.to(item_vectors.dtype), item_vectors)
-        return self.transformer(item_vectors, valid, causal=False)
+        return self.stack(item_vectors, valid, causal=False)

@@ -49,7 +49,9 @@ class DSSM(UserEncoder):
     ) -> None:
         super().__init__(d_model, max_len)
         if n_users is None or n_users < 1:
-            raise ValueError(f"the dssm user encoder has a user-ID tower and needs n_users >= 1, got {n_users}")
+            raise ValueError(
+                f"the dssm user encoder has a user-ID tower and needs n_users >= 1, got {n_users}"
+            )
         self.config = config or DSSMConfig()
         self.user_embedding = nn.Embedding(n_users, d_model)
         self.mlp = make_mlp(d_model, self.config.n_layers, self.config.dropout)

@@ -31,7 +31,9 @@ class GRU4RecConfig:
 
     def __post_init__(self) -> None:
         if self.n_layers < 1 or (self.hidden_size is not None and self.hidden_size < 1):
-            raise ValueError(f"n_layers and hidden_size must be >= 1, got {self.n_layers}, {self.hidden_size}")
+            raise ValueError(
+                f"n_layers and hidden_size must be >= 1, got {self.n_layers}, {self.hidden_size}"
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
@@ -82,7 +84,9 @@ class GRU4Rec(UserEncoder):
         # Destination of every slot: valid items to 0..n-1 in order, padded slots to n..L-1.
         front = torch.where(valid, valid.cumsum(1) - 1, lengths.unsqueeze(1) + (~valid).cumsum(1) - 1)
         index = front.unsqueeze(-1).expand_as(item_vectors)
-        x = torch.zeros_like(item_vectors).scatter(1, index, torch.where(valid.unsqueeze(-1), item_vectors, 0.0))
+        x = torch.zeros_like(item_vectors).scatter(
+            1, index, torch.where(valid.unsqueeze(-1), item_vectors, 0.0)
+        )
         # A row without items still needs one step for packing; its outputs are zeroed below.
         packed = pack_padded_sequence(x, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
         packed = _map_packed(self.input_layer, _map_packed(self.input_dropout, packed))

@@ -79,7 +79,9 @@ class NextItNet(UserEncoder):
         self.config = config = config or NextItNetConfig()
         self.dropout = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(
-            ResidualBlock(d_model, dilation, config) for _ in range(config.n_repeats) for dilation in config.dilations
+            ResidualBlock(d_model, dilation, config)
+            for _ in range(config.n_repeats)
+            for dilation in config.dilations
         )
 
     def forward(

@@ -38,7 +38,7 @@ class SASRec(UserEncoder):
     def __init__(self, d_model: int, max_len: int, config: SASRecConfig | None = None) -> None:
         super().__init__(d_model, max_len)
         self.config = config or SASRecConfig()
-        self.transformer = TransformerStack(d_model, max_len, self.config)
+        self.stack = TransformerStack(d_model, max_len, self.config)
 
     def forward(
         self,
@@ -48,4 +48,4 @@ class SASRec(UserEncoder):
         user_ids: torch.Tensor | None = None,
         masked: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        return self.transformer(item_vectors, valid, causal=True)
+        return self.stack(item_vectors, valid, causal=True)

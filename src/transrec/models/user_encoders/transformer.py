@@ -60,7 +60,10 @@ def attention_mask(valid: torch.Tensor, causal: bool) -> torch.Tensor:
 
 
 class TransformerBlock(nn.Module):
-    """Multi-head self-attention + GELU feed-forward (4d), each with a residual; ``[B, L, d] -> [B, L, d]``."""
+    """Multi-head self-attention + GELU feed-forward (4d), each with a residual: ``[B, L, d] -> [B, L, d]``.
+
+    ``forward(x, mask)`` takes the boolean ``[B, 1, L, L]`` mask of ``attention_mask``.
+    """
 
     def __init__(self, d_model: int, config: TransformerConfig) -> None:
         super().__init__()

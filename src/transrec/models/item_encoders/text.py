@@ -1,0 +1,195 @@
+"""The ``text`` item encoder: a Hugging Face text encoder, a pooling over its token states, then the DT
+layer to ``d`` (MoRec, NineRec; TransRec eq. 4 with ``pooling: attention``).
+
+    build_item_encoder("text", 64, n_items, minilm_top_blocks(2))      # packaged MiniLM, top 2 blocks
+    build_item_encoder("text", 64, n_items, {"pretrained": "/ckpt/roberta", "freeze": "all"})   # TS
+    build_item_encoder("text", 64, n_items, tiny_text())                # random tiny BERT (tests, TFS)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from transrec.data.item_content import ItemBatch
+from transrec.data.tokenize import minilm_path
+from transrec.models.item_encoders import ITEM_ENCODERS
+from transrec.models.item_encoders.base import ItemEncoder
+from transrec.models.item_encoders.freezing import (
+    DenseHead,
+    FreezeConfig,
+    FrozenBackbone,
+    drop_unused_pooler,
+    probe_width,
+)
+
+
+@dataclass
+class TextEncoderConfig(FreezeConfig):
+    """The ``text`` encoder; also takes the ``FreezeConfig`` fields (freeze, trainable_blocks, dnn_layers).
+
+    Args:
+        pretrained (`str | None`, defaults to "minilm"): "minilm" (the packaged all-MiniLM-L6-v2), a local
+            Hugging Face checkpoint directory (read with ``local_files_only``; nothing is downloaded), or
+            None to build a randomly initialised model from ``hf_config``.
+        hf_config (`dict | None`, defaults to None): with ``pretrained: null``, the model's config, e.g.
+            ``{"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 2, ...}``.
+        random_init (`bool`, defaults to False): build ``pretrained``'s architecture with random weights
+            (NineRec's TFS with the real architecture).
+        pooling (`str`, defaults to "mean"): "cls" (the first token's state), "mean" (average of the real
+            tokens) or "attention" (TransRec: one self-attention layer over the token states, then the
+            average of the real tokens).
+        attention_heads (`int`, defaults to 1): heads of the "attention" pooling; must divide the
+            backbone's width.
+    """
+
+    pretrained: str | None = "minilm"
+    hf_config: dict[str, Any] | None = None
+    random_init: bool = False
+    pooling: Literal["cls", "mean", "attention"] = "mean"
+    attention_heads: int = 1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if (self.pretrained is None) == (self.hf_config is None):
+            raise ValueError("give exactly one of pretrained (a name or directory) and hf_config")
+        if self.hf_config is not None and "model_type" not in self.hf_config:
+            raise ValueError("hf_config needs a model_type (e.g. bert, roberta, xlm-roberta)")
+        if self.random_init and self.pretrained is None:
+            raise ValueError("random_init needs pretrained (whose architecture to build)")
+
+
+def load_text_backbone(config: TextEncoderConfig) -> nn.Module:
+    """The Hugging Face model (``AutoModel``) that ``config`` names, in float32, without its pooler."""
+    try:
+        from transformers import AutoConfig, AutoModel
+    except ImportError as err:
+        raise ImportError("the text encoder needs transformers: `pip install transrec[text]`") from err
+    if config.hf_config is not None:
+        options = dict(config.hf_config)
+        model = AutoModel.from_config(AutoConfig.for_model(options.pop("model_type"), **options))
+    else:
+        path = minilm_path() if config.pretrained == "minilm" else Path(str(config.pretrained))
+        if not path.is_dir():
+            raise FileNotFoundError(f"text checkpoint {path} is not a directory (nothing is downloaded)")
+        if config.random_init:
+            model = AutoModel.from_config(AutoConfig.from_pretrained(path, local_files_only=True))
+        else:
+            # float32 master weights whatever the checkpoint's dtype; autocast picks the compute dtype.
+            model = AutoModel.from_pretrained(path, local_files_only=True, dtype=torch.float32)
+    drop_unused_pooler(model)  # every pooling here reads the token states, never the model's pooler
+    return model
+
+
+def masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Average of ``states [U, T, H]`` over the positions where ``mask [U, T]`` is 1 -> ``[U, H]``."""
+    weights = mask.unsqueeze(-1).to(states.dtype)
+    return (states * weights).sum(1) / weights.sum(1).clamp(min=1)
+
+
+class AttentionPooling(nn.Module):
+    """TransRec eq. 4, ``Avg(SelfAtt(H))``: self-attention over the real tokens, then their mean."""
+
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        if width % heads:
+            raise ValueError(f"attention_heads={heads} does not divide the text backbone's width {width}")
+        self.attention = nn.MultiheadAttention(width, heads, batch_first=True)
+
+    def forward(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``states [U, T, H]``, ``mask [U, T]`` (1 = real token, at least one per row) -> ``[U, H]``."""
+        attended, _ = self.attention(states, states, states, key_padding_mask=mask == 0, need_weights=False)
+        return masked_mean(attended, mask)
+
+
+@ITEM_ENCODERS.register("text")
+class TextEncoder(ItemEncoder):
+    """Token ids ``[U, T]`` (text required for every item) -> pooled states -> DT layer -> ``[U, d]``."""
+
+    config_class = TextEncoderConfig
+    needs_text = True
+
+    def __init__(self, d_model: int, config: TextEncoderConfig | None = None) -> None:
+        super().__init__(d_model)
+        self.config = config or TextEncoderConfig()
+        model = load_text_backbone(self.config)
+        self.vocab_size = getattr(model.config, "vocab_size", None)
+        two_tokens = torch.ones(1, 2, dtype=torch.long)
+        width = probe_width(model, lambda: model(input_ids=two_tokens).last_hidden_state)
+        self.backbone = FrozenBackbone(model, self.config.freeze, self.config.trainable_blocks)
+        self.pooling = None
+        if self.config.pooling == "attention":
+            self.pooling = AttentionPooling(width, self.config.attention_heads)
+        self.head = DenseHead(width, d_model, self.config.dnn_layers)
+
+    def modality_parameters(self) -> list[nn.Parameter]:
+        return self.backbone.trainable_parameters()
+
+    def token_states(self, items: ItemBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """The backbone's last hidden states ``[U, T', H]`` and the mask ``[U, T']`` they go with.
+
+        ``T'`` is the longest text among these items: a sub-batch (e.g. the text items of a ``mom``
+        batch) does not pay for padding that only other items needed.
+        """
+        if items.input_ids is None or items.attention_mask is None:
+            raise ValueError("the text encoder needs token ids: load the item content with text=True")
+        ids, mask = items.input_ids, items.attention_mask
+        lengths = mask.sum(1)
+        # One device sync for all three checks.
+        missing, width, top_id = torch.stack([(lengths == 0).sum(), lengths.max(), ids.max()]).tolist()
+        if missing:
+            raise ValueError(
+                f"{missing} of {len(items)} items have no text (all-zero attention_mask); the text encoder "
+                "needs text for every item (the mom encoder routes image-only items to an image encoder)"
+            )
+        if self.vocab_size is not None and top_id >= self.vocab_size:
+            raise ValueError(
+                f"token id {top_id} is outside the text backbone's vocabulary ({self.vocab_size}); the data "
+                "was tokenised for another model"
+            )
+        ids, mask = ids[:, :width], mask[:, :width]  # ItemContent pads on the right
+        return self.backbone(input_ids=ids, attention_mask=mask).last_hidden_state, mask
+
+    def forward(self, items: ItemBatch) -> torch.Tensor:
+        """``[U, d]`` vectors for ``U`` distinct items that all have text."""
+        if len(items) == 0:
+            return self.head.layers[0].weight.new_zeros(0, self.d_model)
+        states, mask = self.token_states(items)
+        if self.config.pooling == "cls":
+            pooled = states[:, 0]
+        elif self.pooling is not None:
+            pooled = self.pooling(states, mask)
+        else:
+            pooled = masked_mean(states, mask)
+        return self.head(pooled)
+
+
+def minilm_top_blocks(k: int = 2, pooling: str = "mean") -> dict[str, Any]:
+    """Packaged all-MiniLM-L6-v2 with only its top ``k`` Transformer layers fine-tuned (PMMRec/NineRec)."""
+    return {"pretrained": "minilm", "pooling": pooling, "freeze": "top_k", "trainable_blocks": k}
+
+
+def minilm_two_stage(dnn_layers: int = 0, pooling: str = "mean") -> dict[str, Any]:
+    """Frozen MiniLM (MoRec TS; TS-DNN with ``dnn_layers > 0``)."""
+    return {"pretrained": "minilm", "pooling": pooling, "freeze": "all", "dnn_layers": dnn_layers}
+
+
+def tiny_text(
+    vocab_size: int = 30522, hidden_size: int = 32, layers: int = 2, **fields: Any
+) -> dict[str, Any]:
+    """A randomly initialised tiny BERT (fast CPU runs and tests); the default vocabulary fits the ``hash``
+    tokenizer's default size."""
+    hf_config = {
+        "model_type": "bert",
+        "vocab_size": vocab_size,
+        "hidden_size": hidden_size,
+        "num_hidden_layers": layers,
+        "num_attention_heads": 2,
+        "intermediate_size": 2 * hidden_size,
+        "max_position_embeddings": 128,
+    }
+    return {"pretrained": None, "hf_config": hf_config, **fields}

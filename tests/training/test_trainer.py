@@ -1,0 +1,126 @@
+"""The training loop: reproducibility, resume, collapse, checkpoints and transfer loading."""
+
+import json
+
+import pytest
+import torch
+
+from transrec.data.item_content import ItemContent
+from transrec.data.prepare import PrepareConfig, prepare
+from transrec.data.synthetic import SyntheticWorldConfig, make_world
+from transrec.evaluation.model_eval import item_table, user_vectors
+from transrec.evaluation.protocol import stage_histories
+from transrec.models.recommender import ModelConfig, SequentialRecommender
+from transrec.training.checkpoint import TransferError, load_components
+from transrec.training.config import OptimConfig, TrainConfig
+from transrec.training.trainer import TrainingCollapsed, train
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("world")
+    world = make_world(SyntheticWorldConfig.tiny(seed=0))
+    config = PrepareConfig(user_k=3, item_k=3, image_size=16, image_format="raw", max_text_tokens=12)
+    source = prepare(world.source, config, root / "source", progress=False)
+    target = prepare(world.target, config, root / "target", progress=False)
+    return source, target
+
+
+def run_config(dataset, out, **overrides):
+    model = ModelConfig(d_model=16, max_len=8, item_encoder="id", user_encoder="sasrec",
+                        user_encoder_config={"n_layers": 1, "n_heads": 2})  # fmt: skip
+    base = {"dataset": str(dataset.path), "output_dir": str(out), "model": model, "epochs": 3,
+            "batch_size": 16, "patience": 10, "seed": 1, "device": "cpu", "collapse_factor": 0.0,
+            "optim": OptimConfig(lr=3e-3)}  # fmt: skip
+    base.update(overrides)
+    return TrainConfig(**base)
+
+
+def test_seeded_runs_reproduce_exactly_and_write_the_run_directory(world, tmp_path):
+    source, _ = world
+    a = train(run_config(source, tmp_path / "a"), progress=False)
+    b = train(run_config(source, tmp_path / "b"), progress=False)
+    assert a.test == b.test and a.best_valid == b.best_valid
+    assert (tmp_path / "a" / "metrics.jsonl").read_text() == (tmp_path / "b" / "metrics.jsonl").read_text()
+    for name in ("config.yaml", "metrics.jsonl", "test_metrics.json", "result.json", "best/config.json",
+                 "best/model.safetensors", "last/optimizer.safetensors"):  # fmt: skip
+        assert (tmp_path / "a" / name).is_file(), name
+    assert json.loads((tmp_path / "a" / "result.json").read_text())["status"] == "finished"
+    assert len((tmp_path / "a" / "metrics.jsonl").read_text().splitlines()) == 3
+    c = train(run_config(source, tmp_path / "c", seed=2), progress=False)
+    assert c.best_valid != a.best_valid
+
+
+def test_a_killed_run_resumes_and_ends_with_the_same_metrics(world, tmp_path):
+    source, _ = world
+    reference = train(run_config(source, tmp_path / "ref"), progress=False)
+
+    def kill_in_epoch_two(event, info):
+        if event == "step" and info["epoch"] == 1 and info["step"] >= 5:
+            raise KeyboardInterrupt("killed")
+
+    with pytest.raises(KeyboardInterrupt):
+        train(run_config(source, tmp_path / "run"), progress=False, hook=kill_in_epoch_two)
+    assert json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])["epoch"] == 1
+    resumed = train(run_config(source, tmp_path / "run"), progress=False)
+    assert resumed.test == reference.test
+    assert (tmp_path / "run" / "metrics.jsonl").read_text() == (tmp_path / "ref" / "metrics.jsonl").read_text()
+
+
+def test_a_broken_run_is_reported_as_collapsed_with_its_learning_rates(world, tmp_path):
+    source, _ = world
+    # A learning rate of 1e9 without clipping blows the weights up: the loss stops being finite or the
+    # validation ranking falls to the random level; either way the run must stop as collapsed.
+    broken = run_config(source, tmp_path / "x", collapse_factor=1.5, collapse_patience=2,
+                        optim=OptimConfig(lr=1e9, grad_clip=0.0))  # fmt: skip
+    with pytest.raises(TrainingCollapsed, match=r"lr=1000000000\.0, encoder_lr="):
+        train(broken, progress=False)
+    result = json.loads((tmp_path / "x" / "result.json").read_text())
+    assert result["status"] == "collapsed" and "lr=1000000000.0" in result["reason"]
+    assert not (tmp_path / "x" / "test_metrics.json").exists()
+
+
+def test_checkpoint_round_trip_gives_identical_scores(world, tmp_path):
+    source, _ = world
+    model = SequentialRecommender(ModelConfig(d_model=16, max_len=8, item_encoder="id", user_encoder="sasrec",
+                                              n_items=source.n_items, n_users=source.n_users)).eval()  # fmt: skip
+    content = ItemContent(source, text=False, image=False)
+    histories, _ = stage_histories(source, "test")
+    users = torch.arange(5).numpy()
+
+    def scores(m):
+        table = item_table(m, content)
+        return user_vectors(m, table, histories[:5], users) @ table.T
+
+    model.save_pretrained(tmp_path / "ckpt")
+    loaded = SequentialRecommender.from_pretrained(tmp_path / "ckpt").eval()
+    assert torch.equal(scores(model), scores(loaded))
+
+
+def test_transfer_loading_is_by_component_and_loud(world, tmp_path):
+    source, target = world
+    text = {"pretrained": None, "hf_config": {"model_type": "bert", "vocab_size": 30522, "hidden_size": 16,
+            "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32}}  # fmt: skip
+
+    def model(ds, **kw):
+        cfg = {"d_model": 16, "max_len": 8, "item_encoder": "text", "item_encoder_config": text,
+               "user_encoder": "sasrec", "n_items": ds.n_items, "n_users": ds.n_users, **kw}  # fmt: skip
+        return SequentialRecommender(ModelConfig(**cfg))
+
+    src = model(source)
+    src.save_pretrained(tmp_path / "src")
+    dst = model(target)
+    loaded = load_components(dst, tmp_path / "src")
+    assert set(loaded) == {"item_encoder", "user_encoder"}
+    for key, value in src.state_dict().items():
+        assert torch.equal(value, dst.state_dict()[key]), key
+    with pytest.raises(TransferError, match="d_model differs"):
+        load_components(model(target, d_model=32), tmp_path / "src")
+    with pytest.raises(TransferError, match=r"user_encoder .*unexpected: user_encoder\.stack\.blocks\.1"):
+        load_components(model(target, user_encoder_config={"n_layers": 1}), tmp_path / "src", ["user_encoder"])
+    ids = SequentialRecommender(ModelConfig(d_model=16, max_len=8, item_encoder="id", n_items=target.n_items))
+    ids.save_pretrained(tmp_path / "ids")
+    with pytest.raises(TransferError, match="tied to its catalogue"):
+        load_components(ids, tmp_path / "ids")
+    with pytest.raises(TransferError, match="not a model checkpoint"):
+        load_components(dst, tmp_path / "nothing")
