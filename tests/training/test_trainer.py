@@ -64,7 +64,9 @@ def test_a_killed_run_resumes_and_ends_with_the_same_metrics(world, tmp_path):
     assert json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])["epoch"] == 1
     resumed = train(run_config(source, tmp_path / "run"), progress=False)
     assert resumed.test == reference.test
-    assert (tmp_path / "run" / "metrics.jsonl").read_text() == (tmp_path / "ref" / "metrics.jsonl").read_text()
+    assert (tmp_path / "run" / "metrics.jsonl").read_text() == (
+        tmp_path / "ref" / "metrics.jsonl"
+    ).read_text()
 
 
 def test_a_broken_run_is_reported_as_collapsed_with_its_learning_rates(world, tmp_path):
@@ -82,8 +84,15 @@ def test_a_broken_run_is_reported_as_collapsed_with_its_learning_rates(world, tm
 
 def test_checkpoint_round_trip_gives_identical_scores(world, tmp_path):
     source, _ = world
-    model = SequentialRecommender(ModelConfig(d_model=16, max_len=8, item_encoder="id", user_encoder="sasrec",
-                                              n_items=source.n_items, n_users=source.n_users)).eval()  # fmt: skip
+    config = ModelConfig(
+        d_model=16,
+        max_len=8,
+        item_encoder="id",
+        user_encoder="sasrec",
+        n_items=source.n_items,
+        n_users=source.n_users,
+    )
+    model = SequentialRecommender(config).eval()
     content = ItemContent(source, text=False, image=False)
     histories, _ = stage_histories(source, "test")
     users = torch.arange(5).numpy()
@@ -117,7 +126,9 @@ def test_transfer_loading_is_by_component_and_loud(world, tmp_path):
     with pytest.raises(TransferError, match="d_model differs"):
         load_components(model(target, d_model=32), tmp_path / "src")
     with pytest.raises(TransferError, match=r"user_encoder .*unexpected: user_encoder\.stack\.blocks\.1"):
-        load_components(model(target, user_encoder_config={"n_layers": 1}), tmp_path / "src", ["user_encoder"])
+        load_components(
+            model(target, user_encoder_config={"n_layers": 1}), tmp_path / "src", ["user_encoder"]
+        )
     ids = SequentialRecommender(ModelConfig(d_model=16, max_len=8, item_encoder="id", n_items=target.n_items))
     ids.save_pretrained(tmp_path / "ids")
     with pytest.raises(TransferError, match="tied to its catalogue"):

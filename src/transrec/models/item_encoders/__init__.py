@@ -39,8 +39,9 @@ def build_item_encoder(
     return cls(d_model, typed)
 
 
-# Imported for their @ITEM_ENCODERS.register side effect; after the registry exists.
-from transrec.models.item_encoders import id, image, mom, text  # noqa: E402
+# Imported for their @ITEM_ENCODERS.register side effect, after the registry exists. Not in __all__: a
+# star import must not shadow the builtin ``id``.
+from transrec.models.item_encoders import id, image, mom, text  # noqa: E402, F401
 from transrec.models.item_encoders.image import (  # noqa: E402
     efficientnet_lite0_top_blocks,
     efficientnet_lite0_two_stage,
@@ -56,13 +57,9 @@ __all__ = [
     "efficientnet_lite0_top_blocks",
     "efficientnet_lite0_two_stage",
     "encode_sequences",
-    "id",
-    "image",
     "minilm_top_blocks",
     "minilm_two_stage",
-    "mom",
     "mom_minilm_efficientnet",
-    "text",
     "tiny_text",
     "tiny_vit",
 ]
