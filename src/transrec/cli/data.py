@@ -4,22 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 from transrec.config import from_dict, merge, parse_overrides, to_dict
 from transrec.data.loaders import LOADERS, _register_builtin_loaders, load_raw
+from transrec.data.paths import data_root
 from transrec.data.prepare import PrepareConfig, prepare
 from transrec.data.prepared import PreparedDataset
 
 DEFAULT_DATASETS = {"ml-100k": "movielens"}
-
-
-def data_root(explicit: str | None = None) -> Path:
-    """Where fetched and prepared data live: --root, else $TRANSREC_HOME, else ~/.cache/transrec."""
-    if explicit:
-        return Path(explicit)
-    return Path(os.environ.get("TRANSREC_HOME", Path.home() / ".cache" / "transrec"))
 
 
 def add_parser(commands) -> None:

@@ -11,7 +11,8 @@ import argparse
 import time
 from pathlib import Path
 
-from transrec.cli.data import data_root, print_summary
+from transrec.cli.data import print_summary
+from transrec.data.paths import data_root
 
 
 def add_parser(commands) -> None:

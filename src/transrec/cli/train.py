@@ -57,22 +57,12 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from transrec.data.item_content import ItemContent
     from transrec.data.prepared import PreparedDataset
-    from transrec.evaluation.model_eval import evaluate_model
-    from transrec.models.recommender import SequentialRecommender
+    from transrec.training.checkpoint import evaluate_checkpoint
     from transrec.training.trainer import resolve_device
 
-    device = resolve_device(args.device)
-    model = SequentialRecommender.from_pretrained(args.checkpoint, map_location=device)
     dataset = PreparedDataset(args.dataset)
-    if not model.item_encoder.transferable and model.config.n_items != dataset.n_items:
-        raise ValueError(
-            f"{args.checkpoint} uses item IDs of another catalogue ({model.config.n_items} items); "
-            "ID models cannot be applied to a new platform"
-        )
-    content = ItemContent(dataset, text=model.item_encoder.needs_text, image=model.item_encoder.needs_image)
-    metrics = evaluate_model(model, dataset, content, args.stage, device=device)
+    metrics = evaluate_checkpoint(args.checkpoint, dataset, args.stage, device=resolve_device(args.device))
     print(f"{args.stage} on {dataset.name}: " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     if args.output:
         with open(args.output, "w") as handle:

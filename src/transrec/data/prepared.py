@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from transrec.data.image_store import ImageStore
+from transrec.data.paths import resolve_dataset
 
 FORMAT_VERSION = 1
 TEXT, IMAGE = 1, 2
@@ -69,11 +70,12 @@ class PreparedDataset:
     """Read-only view of a prepared dataset directory; arrays are memory-mapped where large."""
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path).expanduser()
+        self.path = resolve_dataset(path)
         meta_file = self.path / "meta.json"
         if not meta_file.is_file():
             raise FileNotFoundError(
-                f"{self.path} is not a prepared dataset (no meta.json); run `transrec data prepare` first"
+                f"{self.path} is not a prepared dataset (no meta.json); run `transrec data prepare` first "
+                "(a bare name is looked up in $TRANSREC_HOME/prepared too)"
             )
         self.meta: dict[str, Any] = json.loads(meta_file.read_text())
         version = self.meta.get("format_version")

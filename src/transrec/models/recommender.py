@@ -40,6 +40,9 @@ class ModelConfig:
         user_encoder_config: that encoder's config fields.
         n_items: catalogue size (set from the dataset; the ``id`` encoder's table depends on it).
         n_users: number of users (set from the dataset; only the DSSM user tower uses it).
+        tokenizer: the text tokenizer of the dataset the model was trained on (``name`` and
+            ``vocab_size``; set from the dataset). Transfer and zero-shot evaluation of a text model
+            refuse a dataset tokenised otherwise, whose token ids would mean other words.
     """
 
     d_model: int = 64
@@ -50,6 +53,13 @@ class ModelConfig:
     user_encoder_config: dict[str, Any] = field(default_factory=dict)
     n_items: int = 0
     n_users: int = 0
+    tokenizer: dict[str, Any] | None = None
+
+
+def dataset_tokenizer(meta: dict[str, Any]) -> dict[str, Any] | None:
+    """What of a prepared dataset's ``meta.json`` a text model depends on: tokenizer name and vocabulary."""
+    tokenizer = meta.get("tokenizer")
+    return None if not tokenizer else {"name": tokenizer["name"], "vocab_size": tokenizer["vocab_size"]}
 
 
 class SequentialRecommender(nn.Module):

@@ -19,7 +19,14 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from transrec.models.recommender import WEIGHTS_FILE, SequentialRecommender, read_model_config
+from transrec.data.prepared import PreparedDataset
+from transrec.models.recommender import (
+    WEIGHTS_FILE,
+    ModelConfig,
+    SequentialRecommender,
+    dataset_tokenizer,
+    read_model_config,
+)
 from transrec.utils.io import atomic_directory
 
 OPTIMIZER_FILE = "optimizer.safetensors"
@@ -27,8 +34,19 @@ STATE_FILE = "trainer_state.json"
 COMPONENTS = ("item_encoder", "user_encoder")
 
 
-class TransferError(RuntimeError):
+class TransferError(ValueError):
     """A source checkpoint cannot be loaded into the target model as asked."""
+
+
+def check_tokenizer(source: ModelConfig, dataset: PreparedDataset, checkpoint: str | Path) -> None:
+    """Refuse to apply a text model to a dataset tokenised with another tokenizer (its token ids would
+    index other words of the embedding table). Checkpoints that do not record a tokenizer pass."""
+    theirs = dataset_tokenizer(dataset.meta)
+    if source.tokenizer is not None and theirs != source.tokenizer:
+        raise TransferError(
+            f"{checkpoint} was trained on text tokenised with {source.tokenizer}, but {dataset.path} was "
+            f"prepared with {theirs}; prepare the dataset again with tokenizer={source.tokenizer['name']}"
+        )
 
 
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -128,3 +146,29 @@ def load_components(
                 target[key].copy_(value)
         loaded[component] = sorted(theirs)
     return loaded
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    dataset: str | Path | PreparedDataset,
+    stage: str = "test",
+    ks: tuple[int, ...] = (5, 10, 20, 50),
+    device: str | torch.device = "cpu",
+) -> dict[str, float]:
+    """Full-ranking metrics of a saved model on a prepared dataset: the source's own test set, or another
+    platform's (zero-shot transfer: no weight is updated). Raises TransferError when the model cannot
+    apply to that dataset (ID items of another catalogue, text tokenised otherwise)."""
+    from transrec.data.item_content import ItemContent
+    from transrec.evaluation.model_eval import evaluate_model
+
+    data = dataset if isinstance(dataset, PreparedDataset) else PreparedDataset(dataset)
+    model = SequentialRecommender.from_pretrained(checkpoint, map_location=device)
+    if not model.item_encoder.transferable and model.config.n_items != data.n_items:
+        raise TransferError(
+            f"{checkpoint} scores the item IDs of another catalogue ({model.config.n_items} items, "
+            f"{data.path} has {data.n_items}); an ID model cannot be applied to a new platform"
+        )
+    if model.item_encoder.needs_text:
+        check_tokenizer(model.config, data, checkpoint)
+    content = ItemContent(data, text=model.item_encoder.needs_text, image=model.item_encoder.needs_image)
+    return evaluate_model(model, data, content, stage, ks, device=torch.device(device))

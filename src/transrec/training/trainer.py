@@ -27,9 +27,9 @@ from transrec.config import dump_yaml
 from transrec.data.item_content import ItemContent
 from transrec.data.prepared import PreparedDataset
 from transrec.evaluation.model_eval import evaluate_model
-from transrec.models.recommender import SequentialRecommender
+from transrec.models.recommender import SequentialRecommender, dataset_tokenizer, read_model_config
 from transrec.training.batches import SequenceTrainingData, make_loader
-from transrec.training.checkpoint import load_components, load_last, save_last
+from transrec.training.checkpoint import check_tokenizer, load_components, load_last, save_last
 from transrec.training.config import OptimConfig, TrainConfig
 from transrec.training.step import TrainingObjective
 from transrec.utils.io import atomic_write_text
@@ -97,7 +97,9 @@ def train(config: TrainConfig, *, progress: bool = True, hook: Hook | None = Non
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device)
     dataset = PreparedDataset(config.dataset)
-    model_config = replace(config.model, n_items=dataset.n_items, n_users=dataset.n_users)
+    tokenizer = dataset_tokenizer(dataset.meta)
+    sizes = {"n_items": dataset.n_items, "n_users": dataset.n_users}
+    model_config = replace(config.model, **sizes, tokenizer=tokenizer)
     resolved = replace(config, model=model_config)
     atomic_write_text(out / "config.yaml", dump_yaml(resolved))
 
@@ -105,6 +107,8 @@ def train(config: TrainConfig, *, progress: bool = True, hook: Hook | None = Non
     model = SequentialRecommender(model_config).to(device)
     if config.init_checkpoint:
         loaded = load_components(model, config.init_checkpoint, list(config.init_components))
+        if "item_encoder" in loaded and model.item_encoder.needs_text:
+            check_tokenizer(read_model_config(config.init_checkpoint), dataset, config.init_checkpoint)
         _log(progress, f"loaded {', '.join(f'{c} ({len(k)} tensors)' for c, k in loaded.items())} "
                        f"from {config.init_checkpoint}")  # fmt: skip
     content = ItemContent(dataset, text=model.item_encoder.needs_text, image=model.item_encoder.needs_image)

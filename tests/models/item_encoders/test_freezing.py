@@ -92,7 +92,7 @@ def test_top_k_on_swin_trains_the_top_blocks_and_the_final_norm():
 
 def test_top_k_on_efficientnet_keeps_frozen_batchnorm_statistics():
     encoder = build_item_encoder(
-        "image", D, 10, {"pretrained": False, "image_size": 32, "freeze": "top_k", "trainable_blocks": 1}
+        "image", D, 10, {"random_init": True, "image_size": 32, "freeze": "top_k", "trainable_blocks": 1}
     )
     net = encoder.backbone.model.net
     assert len(find_blocks(net)) == 16

@@ -18,7 +18,7 @@ def test_every_hf_vision_backbone_gives_one_vector_per_item(backbone):
 
 
 def test_random_efficientnet_lite0_on_small_images():
-    encoder = build_item_encoder("image", D, 10, {"pretrained": False, "image_size": 32})
+    encoder = build_item_encoder("image", D, 10, {"random_init": True, "image_size": 32})
     assert encoder(items(n_images=2)).shape == (2, D)
     assert not hasattr(encoder.backbone.model.net, "_fc")  # the ImageNet classifier is dropped
 

@@ -46,8 +46,8 @@ class ImageEncoderConfig(FreezeConfig):
             build a Hugging Face model from ``hf_config``.
         hf_config (`dict | None`, defaults to None): with ``backbone: null``, e.g. ``{"model_type": "vit",
             "image_size": 32, "patch_size": 8, "hidden_size": 32, ...}``; always randomly initialised.
-        pretrained (`bool`, defaults to True): load the backbone's weights; False builds the same
-            architecture with random weights (TFS).
+        random_init (`bool`, defaults to False): build the backbone's architecture with random weights
+            instead of loading them (NineRec's TFS; same knob as the text encoder's).
         pooling (`str`, defaults to "pooler"): "pooler" (the model's own pooled output: average pooling
             for CNNs and Swin, CLIP's post-norm CLS, ViT's pooler), "cls" (first token of a ViT/CLIP) or
             "mean" (average of all tokens / of the final feature map).
@@ -61,7 +61,7 @@ class ImageEncoderConfig(FreezeConfig):
 
     backbone: str | None = EFFICIENTNET_LITE0
     hf_config: dict[str, Any] | None = None
-    pretrained: bool = True
+    random_init: bool = False
     pooling: Literal["pooler", "cls", "mean"] = "pooler"
     image_size: int | None = None
     normalization: Literal["auto", "imagenet", "clip", "none"] = "auto"
@@ -130,7 +130,8 @@ def load_image_backbone(config: ImageEncoderConfig) -> tuple[nn.Module, int | No
     """The feature extractor, the image side it expects (None: any) and its (mean, std) statistics."""
     if config.backbone == EFFICIENTNET_LITE0:
         size = config.image_size or 224
-        return EfficientNetFeatures(config.pretrained, size), size, _stats(config.normalization, None, False)
+        features = EfficientNetFeatures(not config.random_init, size)
+        return features, size, _stats(config.normalization, None, False)
     try:
         from transformers import AutoConfig, AutoModel, CLIPVisionModel
     except ImportError as err:
@@ -151,7 +152,7 @@ def load_image_backbone(config: ImageEncoderConfig) -> tuple[nn.Module, int | No
     model_class: Any = AutoModel
     if hf_config.model_type == "clip":  # a full CLIP checkpoint: only its vision tower is used
         hf_config, model_class = hf_config.vision_config, CLIPVisionModel
-    if path is not None and config.pretrained:
+    if path is not None and not config.random_init:
         model = model_class.from_pretrained(path, local_files_only=True, dtype=torch.float32)
     else:
         model = model_class.from_config(hf_config)
