@@ -18,11 +18,11 @@ def data_root(explicit: str | Path | None = None) -> Path:
 
 
 def resolve_dataset(name_or_path: str | Path) -> Path:
-    """A prepared dataset's directory: the path itself when it exists, else, for a bare name, the folder
-    ``transrec data prepare`` writes by default (``<data_root>/prepared/<name>``). A name found in
-    neither place is returned as given, so the caller's error names what the user wrote."""
+    """A prepared dataset's directory: the path itself when it exists, else, for a relative path, the
+    same path under the folder ``transrec data prepare`` writes to by default (``<data_root>/prepared``).
+    A name found in neither place is returned as given, so the caller's error names what the user wrote."""
     path = Path(name_or_path).expanduser()
-    if path.exists() or len(path.parts) != 1:
+    if path.exists() or path.is_absolute():
         return path
     prepared = data_root() / "prepared" / path
     return prepared if prepared.exists() else path

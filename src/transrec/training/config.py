@@ -61,6 +61,8 @@ class TrainConfig:
         collapse_factor, collapse_patience: a run whose validation NDCG@10 stays below
             ``collapse_factor`` x the NDCG@10 of a random ranking for ``collapse_patience`` evaluations
             in a row (or whose loss is not finite) is stopped and reported as collapsed.
+        collapse_grace: a run that has never been above that level is given this many epochs to rise
+            before it is called collapsed (a young run on a tiny catalogue can sit near random).
     """
 
     dataset: str
@@ -86,6 +88,7 @@ class TrainConfig:
     resume: bool = True
     collapse_factor: float = 1.5
     collapse_patience: int = 2
+    collapse_grace: int = 3
     optim: OptimConfig = field(default_factory=OptimConfig)
 
     def __post_init__(self) -> None:

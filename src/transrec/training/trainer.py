@@ -174,14 +174,15 @@ def train(config: TrainConfig, *, progress: bool = True, hook: Hook | None = Non
             model.save_pretrained(out / "best")
         else:
             state["bad_epochs"] += 1
-        state["low_evals"] = (
-            state["low_evals"] + 1 if valid["NDCG@10"] < config.collapse_factor * random_level else 0
-        )
+        threshold = config.collapse_factor * random_level
+        state["low_evals"] = state["low_evals"] + 1 if valid["NDCG@10"] < threshold else 0
         state["epoch"] = epoch + 1
         save_last(out / "last", model, optimizer, state)
         if hook:
             hook("epoch", {"epoch": epoch + 1, "valid": valid})
-        if state["low_evals"] >= config.collapse_patience:
+        # A fall from above the random level, or a run that never rose within its grace epochs.
+        risen = state["best"] >= threshold or epoch + 1 >= config.collapse_grace
+        if state["low_evals"] >= config.collapse_patience and risen:
             _collapse(
                 out, config, epoch,
                 f"validation NDCG@10 {valid['NDCG@10']:.5f} stayed below {config.collapse_factor} x "
