@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -135,3 +136,31 @@ def test_transfer_loading_is_by_component_and_loud(world, tmp_path):
         load_components(ids, tmp_path / "ids")
     with pytest.raises(TransferError, match="not a model checkpoint"):
         load_components(dst, tmp_path / "nothing")
+
+
+ENCODER_MODES = [("sasrec", "s2s"), ("sasrec", "s2o"), ("bert4rec", "masked"), ("gru4rec", "s2s"),
+                 ("nextitnet", "s2s"), ("mean_pool", "s2s"), ("dssm", "s2o")]  # fmt: skip
+
+
+@pytest.mark.parametrize("objective", ["bce", "inbatch", "full_softmax"])
+@pytest.mark.parametrize(("encoder", "mode"), ENCODER_MODES)
+def test_every_user_encoder_trains_with_every_objective(world, tmp_path, encoder, mode, objective):
+    source, _ = world
+    model = ModelConfig(d_model=16, max_len=8, item_encoder="id", user_encoder=encoder)
+    config = run_config(source, tmp_path, model=model, mode=mode, objective=objective, epochs=4, logq=True)
+    result = train(config, progress=False)
+    assert result.status == "finished" and result.epochs_run == 4
+    assert all(np.isfinite(v) for v in result.test.values())
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert losses[-1] < losses[0]  # it learns something
+
+
+REFUSED = [("bert4rec", "s2s", "use mode=masked"), ("sasrec", "masked", "needs a masked-item user encoder")]
+
+
+@pytest.mark.parametrize(("encoder", "mode", "message"), REFUSED)
+def test_modes_that_leak_or_cannot_be_evaluated_are_refused(world, tmp_path, encoder, mode, message):
+    source, _ = world
+    model = ModelConfig(d_model=16, max_len=8, item_encoder="id", user_encoder=encoder)
+    with pytest.raises(ValueError, match=message):
+        train(run_config(source, tmp_path, model=model, mode=mode), progress=False)

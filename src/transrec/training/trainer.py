@@ -83,6 +83,19 @@ def build_optimizer(model: SequentialRecommender, config: OptimConfig) -> torch.
     return torch.optim.AdamW(groups, betas=tuple(config.betas))
 
 
+def check_mode(model: SequentialRecommender, mode: str) -> None:
+    """Refuse training modes that leak the target or that the user encoder cannot be evaluated after:
+    a bidirectional encoder trained S2S would see each position's next item; a masked-item model is
+    evaluated through its mask slot, so it must be trained by masking (and only it can be)."""
+    encoder = type(model.user_encoder).__name__
+    if mode == "masked" and not model.user_encoder.masked_training:
+        raise ValueError(f"mode=masked needs a masked-item user encoder (bert4rec); {encoder} is not one")
+    if mode != "masked" and model.user_encoder.masked_training:
+        raise ValueError(f"{encoder} is trained by masked-item prediction: use mode=masked, not {mode}")
+    if mode == "s2s" and not model.user_encoder.causal:
+        raise ValueError(f"{encoder} is bidirectional: S2S training would show it every next item")
+
+
 def random_ndcg_at_10(dataset: PreparedDataset) -> float:
     """Expected validation NDCG@10 of a uniformly random ranking (history excluded)."""
     history = float(np.mean(dataset.split.train_ends - dataset.split.starts))
@@ -105,6 +118,7 @@ def train(config: TrainConfig, *, progress: bool = True, hook: Hook | None = Non
 
     seed_everything(config.seed)
     model = SequentialRecommender(model_config).to(device)
+    check_mode(model, config.mode)
     if config.init_checkpoint:
         loaded = load_components(model, config.init_checkpoint, list(config.init_components))
         if "item_encoder" in loaded and model.item_encoder.needs_text:
