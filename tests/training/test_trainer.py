@@ -164,3 +164,22 @@ def test_modes_that_leak_or_cannot_be_evaluated_are_refused(world, tmp_path, enc
     model = ModelConfig(d_model=16, max_len=8, item_encoder="id", user_encoder=encoder)
     with pytest.raises(ValueError, match=message):
         train(run_config(source, tmp_path, model=model, mode=mode), progress=False)
+
+
+def test_the_frozen_trunk_cache_trains_the_same_model(world, tmp_path):
+    source, _ = world
+    bert = {"model_type": "bert", "vocab_size": 30522, "hidden_size": 16, "num_hidden_layers": 2,
+            "num_attention_heads": 2, "intermediate_size": 32}  # fmt: skip
+    vit = {"model_type": "vit", "image_size": 16, "patch_size": 8, "hidden_size": 16, "num_hidden_layers": 1,
+           "num_attention_heads": 2, "intermediate_size": 32}  # fmt: skip
+    items = {
+        "text": {"pretrained": None, "hf_config": bert, "freeze": "top_k", "trainable_blocks": 1},
+        "image": {"backbone": None, "hf_config": vit, "freeze": "all"},
+    }
+    model = ModelConfig(d_model=16, max_len=8, item_encoder="mom", item_encoder_config=items)
+    cached = train(run_config(source, tmp_path / "on", model=model), progress=False)
+    plain = train(run_config(source, tmp_path / "off", model=model, trunk_cache=False), progress=False)
+    assert cached.best_epoch == plain.best_epoch
+    for key, value in plain.test.items():
+        assert cached.test[key] == pytest.approx(value, abs=1e-6), key
+    assert not (tmp_path / "on" / "trunk_cache").exists()

@@ -78,7 +78,9 @@ class ItemContent:
     ``ItemContent`` can be sent to DataLoader workers.
     """
 
-    def __init__(self, dataset: PreparedDataset, text: bool = True, image: bool = True) -> None:
+    def __init__(
+        self, dataset: PreparedDataset, text: bool = True, image: bool = True, pixels: bool = True
+    ) -> None:
         self.n_items = dataset.n_items
         self.modality = torch.from_numpy(np.asarray(dataset.item_modality, dtype=np.uint8))
         self.tokens = self.lengths = None
@@ -93,10 +95,12 @@ class ItemContent:
             if dataset.images is None:
                 raise ValueError(f"{dataset.path} has no images")
             self.store = dataset.images
-        self.load_text, self.load_image = text, image
+        self.load_text, self.load_image, self.load_pixels = text, image, pixels
 
-    def batch(self, item_ids: torch.Tensor | np.ndarray) -> ItemBatch:
-        """Content of ``item_ids`` (long ``[U]``, each in 1..n_items)."""
+    def batch(self, item_ids: torch.Tensor | np.ndarray, pixels: bool = True) -> ItemBatch:
+        """Content of ``item_ids`` (long ``[U]``, each in 1..n_items). Without ``pixels`` (here or in the
+        constructor) items keep their image flag but ``images`` is None: for image encoders whose frozen
+        trunk is cached (``models.item_encoders.trunk_cache``), which never read pixels."""
         ids = torch.as_tensor(item_ids, dtype=torch.long)
         if ids.numel() and (int(ids.min()) < 1 or int(ids.max()) > self.n_items):
             raise ValueError(f"item indices must be in 1..{self.n_items}; 0 is padding and is never encoded")
@@ -110,6 +114,6 @@ class ItemContent:
             width = max(int(self.lengths[ids].max()) if ids.numel() else 1, 1)
             out.input_ids = self.tokens[ids, :width]
             out.attention_mask = (torch.arange(width)[None, :] < self.lengths[ids][:, None]).long()
-        if self.store is not None:
+        if self.store is not None and pixels and self.load_pixels:
             out.images = torch.from_numpy(self.store.batch(ids.tolist()))
         return out

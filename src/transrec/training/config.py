@@ -61,6 +61,10 @@ class TrainConfig:
         collapse_factor, collapse_patience: a run whose validation NDCG@10 stays below
             ``collapse_factor`` x the NDCG@10 of a random ranking for ``collapse_patience`` evaluations
             in a row (or whose loss is not finite) is stopped and reported as collapsed.
+        trunk_cache: compute the output of a frozen backbone bottom (``freeze: top_k`` or ``all``) once
+            per item before training and run only the trainable top in each step
+            (``models.item_encoders.trunk_cache``; same losses and gradients, to float rounding).
+        trunk_cache_max_memory_mb: a larger cache is memory-mapped from ``output_dir/trunk_cache``.
         collapse_grace: a run that has never been above that level is given this many epochs to rise
             before it is called collapsed (a young run on a tiny catalogue can sit near random).
     """
@@ -89,6 +93,8 @@ class TrainConfig:
     collapse_factor: float = 1.5
     collapse_patience: int = 2
     collapse_grace: int = 3
+    trunk_cache: bool = True
+    trunk_cache_max_memory_mb: float = 4096
     optim: OptimConfig = field(default_factory=OptimConfig)
 
     def __post_init__(self) -> None:

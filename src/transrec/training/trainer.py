@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -21,18 +22,26 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from transrec.config import dump_yaml
 from transrec.data.item_content import ItemContent
 from transrec.data.prepared import PreparedDataset
 from transrec.evaluation.model_eval import evaluate_model
-from transrec.models.recommender import SequentialRecommender, dataset_tokenizer, read_model_config
+from transrec.models.recommender import (
+    WEIGHTS_FILE,
+    SequentialRecommender,
+    dataset_tokenizer,
+    read_model_config,
+)
 from transrec.training.batches import SequenceTrainingData, make_loader
 from transrec.training.checkpoint import check_tokenizer, load_components, load_last, save_last
 from transrec.training.config import OptimConfig, TrainConfig
 from transrec.training.step import TrainingObjective
 from transrec.utils.io import atomic_write_text
+
+TRUNK_CACHE_DIR = "trunk_cache"  # a memory-mapped frozen-trunk cache too large for memory; removed at the end
 
 #: Called with an event name ("step", "epoch") and a dict of details; may raise to stop the run.
 Hook = Callable[[str, dict[str, Any]], None]
@@ -96,6 +105,29 @@ def check_mode(model: SequentialRecommender, mode: str) -> None:
         raise ValueError(f"{encoder} is bidirectional: S2S training would show it every next item")
 
 
+def item_content(
+    model: SequentialRecommender,
+    dataset: PreparedDataset,
+    config: TrainConfig,
+    device: torch.device,
+    out: Path,
+    progress: bool,
+) -> ItemContent:
+    """The item content the run reads, after building the frozen-trunk cache when the model has a
+    frozen trunk and ``config.trunk_cache`` is on (then images are no longer loaded)."""
+    encoder = model.item_encoder
+    content = ItemContent(dataset, text=encoder.needs_text, image=encoder.needs_image)
+    if not (config.trunk_cache and encoder.has_frozen_trunk):
+        return content
+    started = time.perf_counter()
+    cached = encoder.build_trunk_cache(content, device=device, max_memory_mb=config.trunk_cache_max_memory_mb,
+                                       directory=out / TRUNK_CACHE_DIR)  # fmt: skip
+    _log(progress, f"frozen-trunk cache: {cached} items in {time.perf_counter() - started:.1f} s")
+    return ItemContent(
+        dataset, text=encoder.needs_text, image=encoder.needs_image, pixels=encoder.reads_pixels
+    )
+
+
 def random_ndcg_at_10(dataset: PreparedDataset) -> float:
     """Expected validation NDCG@10 of a uniformly random ranking (history excluded)."""
     history = float(np.mean(dataset.split.train_ends - dataset.split.starts))
@@ -125,7 +157,14 @@ def train(config: TrainConfig, *, progress: bool = True, hook: Hook | None = Non
             check_tokenizer(read_model_config(config.init_checkpoint), dataset, config.init_checkpoint)
         _log(progress, f"loaded {', '.join(f'{c} ({len(k)} tensors)' for c, k in loaded.items())} "
                        f"from {config.init_checkpoint}")  # fmt: skip
-    content = ItemContent(dataset, text=model.item_encoder.needs_text, image=model.item_encoder.needs_image)
+    optimizer = build_optimizer(model, config.optim)
+
+    state = {"epoch": 0, "step": 0, "best": -1.0, "best_epoch": -1, "best_valid": {}, "bad_epochs": 0,
+             "low_evals": 0}  # fmt: skip
+    if config.resume and (out / "last").is_dir():
+        state = load_last(out / "last", model, optimizer)
+        _log(progress, f"resuming from {out / 'last'} after epoch {state['epoch']}")
+    content = item_content(model, dataset, config, device, out, progress)
     data = SequenceTrainingData(
         dataset,
         max_len=model_config.max_len,
@@ -137,13 +176,6 @@ def train(config: TrainConfig, *, progress: bool = True, hook: Hook | None = Non
         user_fraction=config.user_fraction,
     )
     objective = TrainingObjective(config, dataset, content, device)
-    optimizer = build_optimizer(model, config.optim)
-
-    state = {"epoch": 0, "step": 0, "best": -1.0, "best_epoch": -1, "best_valid": {}, "bad_epochs": 0,
-             "low_evals": 0}  # fmt: skip
-    if config.resume and (out / "last").is_dir():
-        state = load_last(out / "last", model, optimizer)
-        _log(progress, f"resuming from {out / 'last'} after epoch {state['epoch']}")
     history = _read_metrics(out / "metrics.jsonl", before_epoch=state["epoch"])
     random_level = random_ndcg_at_10(dataset)
 
@@ -206,8 +238,11 @@ def train(config: TrainConfig, *, progress: bool = True, hook: Hook | None = Non
             _log(progress, f"early stop: no better validation NDCG@10 for {config.patience} epochs")
             break
 
-    best = SequentialRecommender.from_pretrained(out / "best", map_location=device)
-    test = evaluate_model(best, dataset, content, "test", config.ks, config.eval_batch_size, device)
+    # The best weights go into this model: its frozen trunk, and so its cache, are those of best/.
+    model.load_state_dict(load_file(str(out / "best" / WEIGHTS_FILE), device=str(device)))
+    test = evaluate_model(model, dataset, content, "test", config.ks, config.eval_batch_size, device)
+    model.item_encoder.drop_trunk_cache()
+    shutil.rmtree(out / TRUNK_CACHE_DIR, ignore_errors=True)
     atomic_write_text(out / "test_metrics.json", json.dumps(test, indent=2) + "\n")
     result = RunResult("finished", state["best_epoch"], state["best_valid"], test, state["epoch"],
                        time.perf_counter() - started, out)  # fmt: skip

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
-from transrec.data.item_content import ItemBatch
+from transrec.data.item_content import ItemBatch, ItemContent
 
 
 class ItemEncoder(nn.Module):
@@ -32,6 +34,35 @@ class ItemEncoder(nn.Module):
 
     def modality_parameters(self) -> list[nn.Parameter]:
         return []
+
+    # -- frozen-trunk cache (trunk_cache.py) ------------------------------------------------------------
+    @property
+    def has_frozen_trunk(self) -> bool:
+        """Whether part of a pretrained backbone is frozen, so that its output can be cached."""
+        return False
+
+    @property
+    def reads_pixels(self) -> bool:
+        """Whether forward needs the images' pixels (not when a trunk cache covers the image encoder)."""
+        return self.needs_image
+
+    def build_trunk_cache(
+        self,
+        content: ItemContent,
+        item_ids: torch.Tensor | None = None,
+        *,
+        batch_size: int = 256,
+        device: torch.device | str = "cpu",
+        max_memory_mb: float = 4096,
+        directory: str | Path | None = None,
+    ) -> int:
+        """Compute and keep the frozen trunk's output for ``item_ids`` (default: every item this encoder
+        can receive); later forwards read it instead of running the frozen blocks. Returns the number
+        of items cached (0 for an encoder without a frozen trunk). Rebuild after loading weights."""
+        return 0
+
+    def drop_trunk_cache(self) -> None:
+        """Forget the cache; forwards run the whole backbone again."""
 
 
 def encode_sequences(encoder: ItemEncoder, items: ItemBatch, inverse: torch.Tensor) -> torch.Tensor:

@@ -23,6 +23,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from transrec.models.item_encoders.trunk_cache import TrunkReplay
+
 FreezeMode = Literal["none", "top_k", "all"]
 
 
@@ -87,14 +89,24 @@ class FrozenBackbone(nn.Module):
         super().__init__()
         self.model = model
         self.freeze = freeze
+        self.trunk: TrunkReplay | None = None  # capture/replay of the frozen bottom (top_k only)
         if freeze == "all":
             model.requires_grad_(False)
         elif freeze == "top_k":
-            _freeze_below_top_blocks(model, trainable_blocks or 0)
+            blocks = _freeze_below_top_blocks(model, trainable_blocks or 0)
+            k = trainable_blocks or 0
+            self.trunk = TrunkReplay(model, blocks[:-k], blocks[-k])
         self.frozen_modules = _fully_frozen_modules(model, "")
         self.train(self.training)
 
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
+    def forward(self, *args: Any, trunk: torch.Tensor | None = None, **kwargs: Any) -> Any:
+        """The wrapped model's forward; with ``trunk`` (``top_k`` only), the cached input of the lowest
+        trainable block for these items, the frozen blocks are skipped (``trunk_cache``)."""
+        if trunk is not None:
+            if self.trunk is None:
+                raise ValueError(f"a cached trunk replays a top_k backbone only, not freeze={self.freeze}")
+            with self.trunk.replay(trunk):
+                return self.model(*args, **kwargs)
         context = torch.no_grad() if self.freeze == "all" else contextlib.nullcontext()
         with context:
             return self.model(*args, **kwargs)
@@ -109,7 +121,7 @@ class FrozenBackbone(nn.Module):
         return [p for p in self.model.parameters() if p.requires_grad]
 
 
-def _freeze_below_top_blocks(model: nn.Module, k: int) -> None:
+def _freeze_below_top_blocks(model: nn.Module, k: int) -> list[str]:
     blocks = find_blocks(model)
     if not blocks:
         raise ValueError(f"found no block list in {type(model).__name__}; use freeze=none or freeze=all")
@@ -122,6 +134,7 @@ def _freeze_below_top_blocks(model: nn.Module, k: int) -> None:
     for name, param in model.named_parameters():
         above = above or name.startswith(lowest)
         param.requires_grad_(above)
+    return blocks
 
 
 def _fully_frozen_modules(module: nn.Module, prefix: str) -> list[str]:

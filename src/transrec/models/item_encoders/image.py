@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from transrec.data.item_content import ItemBatch
+from transrec.data.item_content import ItemBatch, ItemContent
+from transrec.data.prepared import IMAGE
 from transrec.models.item_encoders import ITEM_ENCODERS
 from transrec.models.item_encoders.base import ItemEncoder
 from transrec.models.item_encoders.freezing import (
@@ -30,6 +31,7 @@ from transrec.models.item_encoders.freezing import (
     drop_unused_pooler,
     probe_width,
 )
+from transrec.models.item_encoders.trunk_cache import TrunkStore
 
 EFFICIENTNET_LITE0 = "efficientnet-lite0"
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -182,6 +184,8 @@ class ImageEncoder(ItemEncoder):
     def __init__(self, d_model: int, config: ImageEncoderConfig | None = None) -> None:
         super().__init__(d_model)
         self.config = config or ImageEncoderConfig()
+        self.trunk_store: TrunkStore | None = None
+        self._pixel_shape: tuple[int, ...] = ()
         features, self.image_size, (mean, std) = load_image_backbone(self.config)
         probe = self.image_size or 32
         width = probe_width(features, lambda: features(torch.zeros(1, 3, probe, probe)))
@@ -204,7 +208,7 @@ class ImageEncoder(ItemEncoder):
 
     def forward(self, items: ItemBatch) -> torch.Tensor:
         """``[U, d]`` vectors for ``U`` distinct items that all have an image."""
-        if items.images is None:
+        if items.images is None and self.trunk_store is None:
             raise ValueError("the image encoder needs images: load the item content with image=True")
         missing = int((~items.has_image).sum())
         if missing:
@@ -214,7 +218,64 @@ class ImageEncoder(ItemEncoder):
             )
         if len(items) == 0:
             return self.head.layers[0].weight.new_zeros(0, self.d_model)
-        return self.head(self.backbone(self.pixels(items.images)))
+        if self.trunk_store is None:
+            return self.head(self.backbone(self.pixels(items.images)))
+        device = self.head.layers[0].weight.device
+        cached = self.trunk_store.gather(items.item_ids, device)
+        if self.config.freeze == "all":
+            return self.head(cached)
+        # Only the layers before the first block (a stem or patch embedding) see these pixels, and
+        # their output is replaced by the cache: zeros of the right shape spare loading the images.
+        pixels = torch.zeros((len(items), *self._pixel_shape), device=device)
+        return self.head(self.backbone(pixels, trunk=cached))
+
+    @property
+    def has_frozen_trunk(self) -> bool:
+        return self.config.freeze in ("top_k", "all")
+
+    @property
+    def reads_pixels(self) -> bool:
+        return self.trunk_store is None
+
+    @torch.no_grad()
+    def build_trunk_cache(
+        self,
+        content: ItemContent,
+        item_ids: torch.Tensor | None = None,
+        *,
+        batch_size: int = 64,
+        device: torch.device | str = "cpu",
+        max_memory_mb: float = 4096,
+        directory: str | Path | None = None,
+    ) -> int:
+        """Cache the features where the trunk ends (see ``trunk_cache``) for every item with an image."""
+        self.trunk_store = None
+        if not self.has_frozen_trunk:
+            return 0
+        if item_ids is None:
+            item_ids = ((content.modality & IMAGE) > 0).nonzero().squeeze(1)
+        item_ids = item_ids[item_ids > 0]
+        if content.store is None:
+            raise ValueError("the image trunk cache needs the item content with image=True")
+        store = None
+        for start in range(0, item_ids.numel(), batch_size):
+            chunk = item_ids[start : start + batch_size]
+            pixels = self.pixels(torch.from_numpy(content.store.batch(chunk.tolist())).to(device))
+            self._pixel_shape = tuple(pixels.shape[1:])
+            if self.config.freeze == "all":
+                features = self.backbone(pixels)
+            else:
+                features = self.backbone.trunk.capture(pixels)
+            if store is None:
+                store = TrunkStore(
+                    content.n_items, tuple(features.shape[1:]), device, max_memory_mb, directory
+                )
+            store.put(chunk, features)
+        self.trunk_store = store
+        return 0 if store is None else store.n_filled
+
+    def drop_trunk_cache(self) -> None:
+        self.trunk_store = None
 
 
 def efficientnet_lite0_top_blocks(k: int = 2) -> dict[str, Any]:

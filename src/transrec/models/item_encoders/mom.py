@@ -10,12 +10,13 @@ encoder exactly those routed to image; nothing is padded and no forward pass is 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from transrec.data.item_content import ItemBatch
+from transrec.data.item_content import ItemBatch, ItemContent
 from transrec.models.item_encoders import ITEM_ENCODERS
 from transrec.models.item_encoders.base import ItemEncoder
 from transrec.models.item_encoders.image import (
@@ -58,6 +59,38 @@ class MoMEncoder(ItemEncoder):
 
     def modality_parameters(self) -> list[nn.Parameter]:
         return self.text.modality_parameters() + self.image.modality_parameters()
+
+    @property
+    def has_frozen_trunk(self) -> bool:
+        return self.text.has_frozen_trunk or self.image.has_frozen_trunk
+
+    @property
+    def reads_pixels(self) -> bool:
+        return self.image.reads_pixels
+
+    def build_trunk_cache(
+        self,
+        content: ItemContent,
+        item_ids: torch.Tensor | None = None,
+        *,
+        batch_size: int = 256,
+        device: torch.device | str = "cpu",
+        max_memory_mb: float = 4096,
+        directory: str | Path | None = None,
+    ) -> int:
+        """Cache each sub-encoder's trunk over exactly the items routed to it."""
+        ids = torch.arange(1, content.n_items + 1) if item_ids is None else item_ids[item_ids > 0]
+        routed = self.routes(ItemBatch(item_ids=ids, modality=content.modality[ids]))
+        total = 0
+        for rows, encoder, part in zip(routed, (self.text, self.image), ("text", "image"), strict=True):
+            where = None if directory is None else Path(directory) / part
+            total += encoder.build_trunk_cache(content, ids[rows], batch_size=batch_size, device=device,
+                                               max_memory_mb=max_memory_mb, directory=where)  # fmt: skip
+        return total
+
+    def drop_trunk_cache(self) -> None:
+        self.text.drop_trunk_cache()
+        self.image.drop_trunk_cache()
 
     def routes(self, items: ItemBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Bool ``[U]`` masks of the items the text and the image encoder receive."""

@@ -15,7 +15,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from transrec.data.item_content import ItemBatch
+from transrec.data.item_content import ItemBatch, ItemContent
+from transrec.data.prepared import TEXT
 from transrec.data.tokenize import minilm_path
 from transrec.models.item_encoders import ITEM_ENCODERS
 from transrec.models.item_encoders.base import ItemEncoder
@@ -26,6 +27,7 @@ from transrec.models.item_encoders.freezing import (
     drop_unused_pooler,
     probe_width,
 )
+from transrec.models.item_encoders.trunk_cache import TrunkStore
 
 
 @dataclass
@@ -116,6 +118,7 @@ class TextEncoder(ItemEncoder):
     def __init__(self, d_model: int, config: TextEncoderConfig | None = None) -> None:
         super().__init__(d_model)
         self.config = config or TextEncoderConfig()
+        self.trunk_store: TrunkStore | None = None
         model = load_text_backbone(self.config)
         self.vocab_size = getattr(model.config, "vocab_size", None)
         two_tokens = torch.ones(1, 2, dtype=torch.long)
@@ -152,7 +155,56 @@ class TextEncoder(ItemEncoder):
                 "was tokenised for another model"
             )
         ids, mask = ids[:, :width], mask[:, :width]  # ItemContent pads on the right
+        if self.trunk_store is not None:
+            cached = self.trunk_store.gather(items.item_ids, ids.device)[:, :width]
+            if self.config.freeze == "all":
+                return cached, mask
+            return self.backbone(input_ids=ids, attention_mask=mask, trunk=cached).last_hidden_state, mask
         return self.backbone(input_ids=ids, attention_mask=mask).last_hidden_state, mask
+
+    @property
+    def has_frozen_trunk(self) -> bool:
+        return self.config.freeze in ("top_k", "all")
+
+    @torch.no_grad()
+    def build_trunk_cache(
+        self,
+        content: ItemContent,
+        item_ids: torch.Tensor | None = None,
+        *,
+        batch_size: int = 256,
+        device: torch.device | str = "cpu",
+        max_memory_mb: float = 4096,
+        directory: str | Path | None = None,
+    ) -> int:
+        """Cache the token states where the trunk ends (see ``trunk_cache``) for every item with text."""
+        self.trunk_store = None
+        if not self.has_frozen_trunk:
+            return 0
+        if item_ids is None:
+            item_ids = ((content.modality & TEXT) > 0).nonzero().squeeze(1)
+        item_ids = item_ids[item_ids > 0]
+        if content.lengths is None:
+            raise ValueError("the text trunk cache needs the item content with text=True")
+        longest = int(content.lengths[item_ids].max()) if item_ids.numel() else 1
+        store = None
+        for start in range(0, item_ids.numel(), batch_size):
+            chunk = item_ids[start : start + batch_size]
+            batch = content.batch(chunk, pixels=False).to(device)
+            ids, mask = batch.input_ids, batch.attention_mask
+            if self.config.freeze == "all":
+                states = self.backbone(input_ids=ids, attention_mask=mask).last_hidden_state
+            else:
+                states = self.backbone.trunk.capture(input_ids=ids, attention_mask=mask)
+            if store is None:
+                store = TrunkStore(content.n_items, (longest, *states.shape[2:]), device, max_memory_mb,
+                                   directory)  # fmt: skip
+            store.put(chunk, states)
+        self.trunk_store = store
+        return 0 if store is None else store.n_filled
+
+    def drop_trunk_cache(self) -> None:
+        self.trunk_store = None
 
     def forward(self, items: ItemBatch) -> torch.Tensor:
         """``[U, d]`` vectors for ``U`` distinct items that all have text."""
