@@ -95,3 +95,24 @@ def test_packaged_minilm_loads_its_pretrained_weights():
     pooled = torch.nn.functional.normalize(masked_mean(*encoder.token_states(batch)), dim=-1)
     # Sentence-embedding weights put the two comedy titles far closer than the finance one.
     assert pooled[0] @ pooled[1] > pooled[0] @ pooled[2] + 0.3
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean", "attention"])
+def test_length_buckets_give_the_vectors_and_gradients_of_one_padded_batch(pooling):
+    lengths = [(7 * u) % 19 + 1 for u in range(100)]  # 1..19 tokens, shuffled
+    batch = items(lengths)
+    results = []
+    for buckets in (1, 4):
+        torch.manual_seed(0)
+        encoder = build_item_encoder(
+            "text", D, 10, text_config(pooling=pooling, length_buckets=buckets)
+        ).eval()
+        out = encoder(batch)
+        out.square().sum().backward()
+        results.append(
+            (out.detach(), {n: p.grad for n, p in encoder.named_parameters() if p.grad is not None})
+        )
+    (plain, plain_grads), (bucketed, bucketed_grads) = results
+    torch.testing.assert_close(bucketed, plain, rtol=1e-5, atol=1e-5)
+    for name, grad in plain_grads.items():
+        torch.testing.assert_close(bucketed_grads[name], grad, rtol=1e-4, atol=1e-5, msg=name)

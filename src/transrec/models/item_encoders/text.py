@@ -47,6 +47,9 @@ class TextEncoderConfig(FreezeConfig):
             average of the real tokens).
         attention_heads (`int`, defaults to 1): heads of the "attention" pooling; must divide the
             backbone's width.
+        length_buckets (`int`, defaults to 4): the items of a batch are sorted by text length and
+            encoded in up to this many buckets, each padded to its own longest text (1: one padded
+            batch). Same vectors, less compute on padding.
     """
 
     pretrained: str | None = "minilm"
@@ -54,6 +57,7 @@ class TextEncoderConfig(FreezeConfig):
     random_init: bool = False
     pooling: Literal["cls", "mean", "attention"] = "mean"
     attention_heads: int = 1
+    length_buckets: int = 4
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -91,6 +95,9 @@ def masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Average of ``states [U, T, H]`` over the positions where ``mask [U, T]`` is 1 -> ``[U, H]``."""
     weights = mask.unsqueeze(-1).to(states.dtype)
     return (states * weights).sum(1) / weights.sum(1).clamp(min=1)
+
+
+MIN_BUCKET = 32  # items per length bucket at least: smaller matrix products waste more than padding
 
 
 class AttentionPooling(nn.Module):
@@ -210,14 +217,24 @@ class TextEncoder(ItemEncoder):
         """``[U, d]`` vectors for ``U`` distinct items that all have text."""
         if len(items) == 0:
             return self.head.layers[0].weight.new_zeros(0, self.d_model)
+        buckets = self.config.length_buckets
+        if buckets <= 1 or len(items) < 2 * MIN_BUCKET or items.attention_mask is None:
+            return self.head(self.pooled(items))
+        # Items sorted by length and cut into buckets, each padded only to its own longest text: the
+        # same vectors (each item's tokens attend only to its own), far less compute on padding.
+        order = items.attention_mask.sum(1).argsort(stable=True)
+        chunks = order.tensor_split(min(buckets, len(items) // MIN_BUCKET))
+        pooled = torch.cat([self.pooled(items.select(chunk)) for chunk in chunks])
+        return self.head(pooled[order.argsort()])
+
+    def pooled(self, items: ItemBatch) -> torch.Tensor:
+        """The pooled backbone output ``[U, H]`` (before the DT layer)."""
         states, mask = self.token_states(items)
         if self.config.pooling == "cls":
-            pooled = states[:, 0]
-        elif self.pooling is not None:
-            pooled = self.pooling(states, mask)
-        else:
-            pooled = masked_mean(states, mask)
-        return self.head(pooled)
+            return states[:, 0]
+        if self.pooling is not None:
+            return self.pooling(states, mask)
+        return masked_mean(states, mask)
 
 
 def minilm_top_blocks(k: int = 2, pooling: str = "mean") -> dict[str, Any]:
