@@ -2,8 +2,6 @@ import json
 import shutil
 from pathlib import Path
 
-import pytest
-
 from transrec.cli.main import main
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
@@ -44,12 +42,18 @@ def test_prepare_refuses_a_malformed_row_naming_file_and_line(tmp_path, capsys):
     assert "mini.inter, line" in err and not (tmp_path / "o").exists()
 
 
-@pytest.mark.usefixtures("ml100k_root")
-def test_demo_quick(ml100k_root, capsys):
-    assert main(["demo", "--quick", "--root", str(ml100k_root)]) == 0
+def test_demo_quick(ml100k_root, tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--quiet", "--root", str(ml100k_root), "--output", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "943 users, 1,349 items, 99,287 interactions" in printed
-    assert "| transition |" in printed and "| random |" in printed
+    for row in ("| IDRec |", "| TS |", "| NoPT |", "| HasPT |", "| Zero-shot |", "| Popularity |",
+                "| Improv. HasPT over NoPT |"):  # fmt: skip
+        assert row in printed, row
+    results = json.loads((out / "results.json").read_text())
+    assert results["methods"]["HasPT"]["seeds"] == [0, 1]
+    assert (out / "results.md").read_text().count("\n| ") >= 7
+    assert (out / "convergence.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_synth_prepares_a_source_and_a_target(tmp_path, capsys):

@@ -4,6 +4,7 @@ Every method trains the same SASRec user encoder with the same objective, budget
 target platform (5-core, leave-one-out, full ranking, history excluded); only the item side and the
 initialisation differ:
 
+    Popularity  the most popular training items (a non-learned reference)
     IDRec       item ID embeddings (nothing transfers)
     TS          two-stage: frozen MiniLM, its pooled output cached, a 2-layer DNN on top (NoPT)
     NoPT        MiniLM with its top block(s) fine-tuned end to end, user encoder from scratch
@@ -28,12 +29,14 @@ from typing import Any, Literal
 from transrec.config import to_dict
 from transrec.data.prepare import PrepareConfig, prepare
 from transrec.data.prepared import PreparedDataset
+from transrec.evaluation.protocol import evaluate_scorer
+from transrec.models.baselines import BASELINES
 from transrec.models.recommender import ModelConfig
 from transrec.training.checkpoint import evaluate_checkpoint
 from transrec.training.config import OptimConfig, TrainConfig
 from transrec.training.trainer import train
 
-METHODS = ("IDRec", "TS", "NoPT", "HasPT", "Zero-shot")
+METHODS = ("Popularity", "IDRec", "TS", "NoPT", "HasPT", "Zero-shot")
 
 
 @dataclass
@@ -159,7 +162,8 @@ def run_methods(source: PreparedDataset, target: PreparedDataset, config: DemoCo
     runs: list[MethodRun] = []
     needs_source = {"HasPT", "Zero-shot"} & set(config.methods)
     checkpoint = out / "source" / "best"
-    total = len(config.seeds) * len([m for m in config.methods if m != "Zero-shot"]) + bool(needs_source)
+    trained = [m for m in config.methods if m not in ("Zero-shot", "Popularity")]
+    total = len(config.seeds) * len(trained) + bool(needs_source)
     step = 0
     if needs_source:
         step += 1
@@ -169,6 +173,10 @@ def run_methods(source: PreparedDataset, target: PreparedDataset, config: DemoCo
         result = train(pretrain, progress=progress)
         log(f"      source test NDCG@10 {result.test['NDCG@10']:.4f} ({time.perf_counter() - started:.0f} s)")
     for method in config.methods:
+        if method == "Popularity":
+            scorer = BASELINES.get("popularity")(target, 0)
+            runs.append(MethodRun(method, config.seeds[0], evaluate_scorer(target, scorer, "test"), [], 0.0))
+            continue
         if method == "Zero-shot":
             started = time.perf_counter()
             test = evaluate_checkpoint(checkpoint, target, "test")

@@ -42,13 +42,17 @@ def markdown_table(summary: dict[str, Any]) -> str:
     lines = [header, "|---|---|" + "---|" * (len(COLUMNS) + 1)]
     for name, entry in methods.items():
         cells = [f"{entry['mean'][c]:.4f} ± {entry['std'][c]:.4f}" for c in COLUMNS]
-        change = "" if not nopt or name == "NoPT" else f"{(entry['mean']['NDCG@10'] - nopt) / nopt:+.1%}"
+        change = "" if not nopt or name == "NoPT" else _percent((entry["mean"]["NDCG@10"] - nopt) / nopt)
         lines.append(f"| {name} | {len(entry['seeds'])} | " + " | ".join(cells) + f" | {change} |")
     if "haspt_over_nopt" in summary:
         gains = summary["haspt_over_nopt"]
-        cells = ["" if gains[c] is None else f"{gains[c]:+.1%}" for c in COLUMNS]
+        cells = ["" if gains[c] is None else _percent(gains[c]) for c in COLUMNS]
         lines.append("| Improv. HasPT over NoPT | | " + " | ".join(cells) + " | |")
     return "\n".join(lines)
+
+
+def _percent(ratio: float) -> str:
+    return f"{round(ratio, 6) + 0.0:+.1%}"  # + 0.0 turns a rounding -0.0 into 0.0
 
 
 def plot_convergence(
@@ -72,7 +76,12 @@ def plot_convergence(
         # Runs that stopped early keep their last value (the best checkpoint is what they report anyway).
         padded = np.array([c + [c[-1]] * (length - len(c)) for c in curves])
         epochs = np.arange(1, length + 1)
-        axis.plot(epochs, padded.mean(0), marker="o", label=f"{name} (mean of {len(curves)} seeds)")
+        axis.plot(
+            epochs,
+            padded.mean(0),
+            marker="o",
+            label=f"{name} (mean of {len(curves)} seed{'s' if len(curves) > 1 else ''})",
+        )
         axis.fill_between(epochs, padded.min(0), padded.max(0), alpha=0.2)
     axis.set_xlabel("epoch")
     axis.set_ylabel("validation NDCG@10")
