@@ -183,3 +183,17 @@ def test_the_frozen_trunk_cache_trains_the_same_model(world, tmp_path):
     for key, value in plain.test.items():
         assert cached.test[key] == pytest.approx(value, abs=1e-6), key
     assert not (tmp_path / "on" / "trunk_cache").exists()
+
+
+def test_the_reference_path_trains_the_same_objective_slot_by_slot(world, tmp_path):
+    source, _ = world
+    model = ModelConfig(d_model=16, max_len=8, item_encoder="id", user_encoder="sasrec",
+                        user_encoder_config={"dropout": 0.0})  # fmt: skip
+    fast = train(run_config(source, tmp_path / "fast", model=model), progress=False)
+    slow = train(run_config(source, tmp_path / "slow", model=model, reference_path=True), progress=False)
+    # Without dropout, encoding each slot separately computes the same loss: the same run.
+    for key, value in fast.test.items():
+        assert slow.test[key] == pytest.approx(value, abs=1e-6), key
+    with pytest.raises(ValueError, match="reference path implements"):
+        train(run_config(source, tmp_path / "x", model=model, reference_path=True, objective="inbatch"),
+              progress=False)  # fmt: skip

@@ -25,6 +25,8 @@ class TrainingObjective:
 
     def loss(self, model, batch: dict) -> torch.Tensor:
         batch = batch_to(batch, self.device, non_blocking=True)
+        if self.config.reference_path:
+            return self.reference_loss(model, batch)
         vectors = model.encode_items(batch["items"])  # [U, d], each distinct item once
         table = torch.cat([vectors.new_zeros(1, vectors.shape[1]), vectors])  # row 0: padding
         masked = batch["masked"] if self.config.mode == "masked" else None
@@ -49,3 +51,21 @@ class TrainingObjective:
         catalogue = model.encode_items(self.content.batch(all_items).to(self.device))
         catalogue = torch.cat([catalogue.new_zeros(1, catalogue.shape[1]), catalogue])
         return losses.full_softmax_loss(hidden[at], targets[at], catalogue)
+
+    def reference_loss(self, model, batch: dict) -> torch.Tensor:
+        """BCE as the papers' code computes it, for benchmarks only (``reference_path``): every one of
+        the B x L input, target and negative slots is encoded on its own, repeats and padding included
+        (a padded slot costs the encoding of a real item, whose vector is then zeroed)."""
+        if self.config.objective != "bce" or self.config.mode == "masked":
+            raise ValueError("the reference path implements the papers' BCE objective (s2s/s2o) only")
+        slots = [batch["inputs"], batch["targets"], batch["negatives"]]
+        ids = torch.cat([s.reshape(-1) for s in slots])
+        content = self.content.batch(ids.clamp(min=1).cpu()).to(self.device)
+        vectors = model.encode_items(content) * (ids != 0).unsqueeze(1)
+        inputs, targets, negatives = vectors.split([s.numel() for s in slots])
+        d = vectors.shape[1]
+        hidden = model.user_states(inputs.view(*slots[0].shape, d), batch["valid"], batch["user_ids"])
+        at = batch["targets"] != 0
+        return losses.bce_loss(
+            hidden, targets.view(*slots[1].shape, d), negatives.view(*slots[2].shape, d), at
+        )

@@ -117,7 +117,7 @@ def item_content(
     frozen trunk and ``config.trunk_cache`` is on (then images are no longer loaded)."""
     encoder = model.item_encoder
     content = ItemContent(dataset, text=encoder.needs_text, image=encoder.needs_image)
-    if not (config.trunk_cache and encoder.has_frozen_trunk):
+    if not (config.trunk_cache and encoder.has_frozen_trunk) or config.reference_path:
         return content
     started = time.perf_counter()
     cached = encoder.build_trunk_cache(content, device=device, max_memory_mb=config.trunk_cache_max_memory_mb,
