@@ -197,3 +197,13 @@ def test_the_reference_path_trains_the_same_objective_slot_by_slot(world, tmp_pa
     with pytest.raises(ValueError, match="reference path implements"):
         train(run_config(source, tmp_path / "x", model=model, reference_path=True, objective="inbatch"),
               progress=False)  # fmt: skip
+
+
+def test_bf16_autocast_trains_with_float32_weights_and_fp16_needs_cuda(world, tmp_path):
+    source, _ = world
+    result = train(run_config(source, tmp_path / "bf16", precision="bf16"), progress=False)
+    assert result.status == "finished" and all(np.isfinite(v) for v in result.test.values())
+    weights = SequentialRecommender.from_pretrained(tmp_path / "bf16" / "best").state_dict()
+    assert {v.dtype for v in weights.values() if v.is_floating_point()} == {torch.float32}
+    with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
+        train(run_config(source, tmp_path / "fp16", precision="fp16", device="cpu"), progress=False)

@@ -65,6 +65,8 @@ class TrainConfig:
             per item before training and run only the trainable top in each step
             (``models.item_encoders.trunk_cache``; same losses and gradients, to float rounding).
         trunk_cache_max_memory_mb: a larger cache is memory-mapped from ``output_dir/trunk_cache``.
+        precision: ``fp32``, ``bf16`` or ``fp16`` (CUDA; dynamic loss scale) autocast of training
+            steps; weights, optimizer state and evaluation stay in float32 (``training.precision``).
         reference_path: train as the papers' code does, for side-by-side benchmarks only: every item
             slot of a batch encoded, padding and repeats included, no trunk cache (BCE, s2s/s2o).
         collapse_grace: a run that has never been above that level is given this many epochs to rise
@@ -97,6 +99,7 @@ class TrainConfig:
     collapse_grace: int = 3
     trunk_cache: bool = True
     reference_path: bool = False
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     trunk_cache_max_memory_mb: float = 4096
     optim: OptimConfig = field(default_factory=OptimConfig)
 

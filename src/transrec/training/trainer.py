@@ -38,6 +38,7 @@ from transrec.models.recommender import (
 from transrec.training.batches import SequenceTrainingData, make_loader
 from transrec.training.checkpoint import check_tokenizer, load_components, load_last, save_last
 from transrec.training.config import OptimConfig, TrainConfig
+from transrec.training.precision import Precision
 from transrec.training.step import TrainingObjective
 from transrec.utils.io import atomic_write_text
 
@@ -161,8 +162,10 @@ def train(config: TrainConfig, *, progress: bool = True, hook: Hook | None = Non
 
     state = {"epoch": 0, "step": 0, "best": -1.0, "best_epoch": -1, "best_valid": {}, "bad_epochs": 0,
              "low_evals": 0}  # fmt: skip
+    precision = Precision(config.precision, device)
     if config.resume and (out / "last").is_dir():
         state = load_last(out / "last", model, optimizer)
+        precision.load_state_dict(state.pop("loss_scale", {}))
         _log(progress, f"resuming from {out / 'last'} after epoch {state['epoch']}")
     content = item_content(model, dataset, config, device, out, progress)
     data = SequenceTrainingData(
@@ -190,15 +193,13 @@ def train(config: TrainConfig, *, progress: bool = True, hook: Hook | None = Non
         epoch_loss, steps = 0.0, 0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, disable=not progress)
         for batch in bar:
-            loss = objective.loss(model, batch)
+            with precision.autocast():
+                loss = objective.loss(model, batch)
             if not torch.isfinite(loss):
                 _collapse(out, config, epoch, f"the training loss became {loss.item()}")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.optim.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
             _warmup(optimizer, config.optim, state["step"])
-            optimizer.step()
+            precision.backward_and_step(loss, optimizer, model.parameters(), config.optim.grad_clip)
             state["step"] += 1
             epoch_loss += loss.item()
             steps += 1
@@ -223,7 +224,7 @@ def train(config: TrainConfig, *, progress: bool = True, hook: Hook | None = Non
         threshold = config.collapse_factor * random_level
         state["low_evals"] = state["low_evals"] + 1 if valid["NDCG@10"] < threshold else 0
         state["epoch"] = epoch + 1
-        save_last(out / "last", model, optimizer, state)
+        save_last(out / "last", model, optimizer, {**state, "loss_scale": precision.state_dict()})
         if hook:
             hook("epoch", {"epoch": epoch + 1, "valid": valid})
         # A fall from above the random level, or a run that never rose within its grace epochs.
