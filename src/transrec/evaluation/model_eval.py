@@ -17,18 +17,24 @@ from transrec.data.item_content import ItemContent
 from transrec.data.prepared import PreparedDataset
 from transrec.evaluation.protocol import stage_histories
 from transrec.evaluation.ranking import ItemSets, RankingMetrics, ranks_from_embeddings
+from transrec.utils.distributed import DistributedContext
 
 
 @torch.no_grad()
 def item_table(
     model, content: ItemContent, batch_size: int = 512, device: str | torch.device = "cpu"
 ) -> torch.Tensor:
-    """``[n_items + 1, d]`` vectors of every item; row 0 (padding) is zeros."""
-    rows = [torch.zeros(1, model.config.d_model, device=device)]
-    for start in range(1, content.n_items + 1, batch_size):
+    """``[n_items + 1, d]`` vectors of every item; row 0 (padding) is zeros.
+
+    Under ``torchrun`` each process encodes its share of the chunks of ``batch_size`` items and the
+    table is summed over the processes (exact: other ranks' rows are zero), see ``utils.distributed``.
+    """
+    ctx = DistributedContext.current()
+    table = torch.zeros(content.n_items + 1, model.config.d_model, device=device)
+    for start in ctx.shard(range(1, content.n_items + 1, batch_size)):
         ids = torch.arange(start, min(start + batch_size, content.n_items + 1))
-        rows.append(model.encode_items(content.batch(ids).to(device)).float())
-    return torch.cat(rows)
+        table[start : start + len(ids)] = model.encode_items(content.batch(ids).to(device)).float()
+    return ctx.all_reduce_sum(table)
 
 
 def left_pad(
@@ -93,7 +99,8 @@ def evaluate_model(
         histories, targets = stage_histories(dataset, stage)
         users = np.arange(dataset.n_users) if users is None else np.asarray(users)
         metrics = RankingMetrics(ks, n_items=dataset.n_items, device=device)
-        for start in range(0, len(users), batch_size):
+        ctx = DistributedContext.current()
+        for start in ctx.shard(range(0, len(users), batch_size)):
             batch = users[start : start + batch_size]
             batch_histories = [histories[u] for u in batch]
             vectors = user_vectors(model, table, batch_histories, batch, device)
@@ -106,6 +113,7 @@ def evaluate_model(
             if exclude is not None:
                 exclude = ItemSets(exclude.offsets.to(device), exclude.items.to(device))
             metrics.update(ranks_from_embeddings(vectors, table, batch_targets, exclude))
+        ctx.all_reduce_sum(metrics.rank_counts)  # histograms of integer ranks: exact over processes
         return metrics.compute()
     finally:
         model.train(was_training)

@@ -154,6 +154,7 @@ def evaluate_checkpoint(
     stage: str = "test",
     ks: tuple[int, ...] = (5, 10, 20, 50),
     device: str | torch.device = "cpu",
+    batch_size: int = 512,
 ) -> dict[str, float]:
     """Full-ranking metrics of a saved model on a prepared dataset: the source's own test set, or another
     platform's (zero-shot transfer: no weight is updated). Raises TransferError when the model cannot
@@ -171,4 +172,4 @@ def evaluate_checkpoint(
     if model.item_encoder.needs_text:
         check_tokenizer(model.config, data, checkpoint)
     content = ItemContent(data, text=model.item_encoder.needs_text, image=model.item_encoder.needs_image)
-    return evaluate_model(model, data, content, stage, ks, device=torch.device(device))
+    return evaluate_model(model, data, content, stage, ks, batch_size, device=torch.device(device))

@@ -1,0 +1,55 @@
+"""The process group a run is part of (``torchrun``), and the two collectives evaluation needs.
+
+Evaluation is sharded by *chunks*: chunk ``i`` of the items (or of the users) is computed by rank
+``i % world_size``, with the same chunk boundaries whatever the number of processes. Each item vector
+and each user's rank is therefore computed in exactly the same batch as in a single process, and the
+results are combined exactly: item tables by summing tables that are zero outside each rank's chunks,
+ranking metrics by summing histograms of ranks (integers). So a checkpoint's metrics are identical with
+1 and N processes, with no padded duplicate users.
+
+    ctx = DistributedContext.current()      # rank 0 of 1 outside torchrun
+    mine = ctx.shard(range(n_chunks))       # this rank's chunk indices
+    ctx.all_reduce_sum(tensor)              # in place; a no-op in a single process
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+import torch
+import torch.distributed as dist
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class DistributedContext:
+    rank: int = 0
+    world_size: int = 1
+
+    @classmethod
+    def current(cls) -> DistributedContext:
+        """The initialised default process group, or a single process."""
+        if dist.is_available() and dist.is_initialized():
+            return cls(dist.get_rank(), dist.get_world_size())
+        return cls()
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def shard(self, items: Sequence[T]) -> list[T]:
+        """The elements ``rank, rank + world_size, ...`` of ``items``."""
+        return list(items[self.rank :: self.world_size])
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sum ``tensor`` over the processes, in place (a no-op in a single process)."""
+        if self.world_size > 1:
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tensor
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            dist.barrier()
