@@ -1,5 +1,6 @@
 """``transrec train`` and ``transrec evaluate``.
 
+``torchrun --nproc_per_node N $(which transrec) train ...`` trains with DDP (see ``training.trainer``).
 Pre-training and fine-tuning are the same command: fine-tuning (HasPT) sets ``init_checkpoint`` to a
 source run's ``best`` directory. ``evaluate`` applies a checkpoint to any prepared dataset, which is
 zero-shot transfer when the dataset is another platform's.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from transrec.config import load_config
@@ -49,6 +51,8 @@ def run_train(args: argparse.Namespace) -> int:
     except TrainingCollapsed as err:
         print(f"transrec: collapsed: {err}", file=sys.stderr)
         return 3
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
+        return 0
     print(
         f"best epoch {result.best_epoch} of {result.epochs_run} ({result.seconds:.1f} s): {result.output_dir}"
     )

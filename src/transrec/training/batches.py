@@ -256,18 +256,29 @@ def make_loader(
     num_workers: int,
     epoch: int,
     pin_memory: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> DataLoader:
     """A DataLoader over ``data`` for ``epoch``: order, negatives and masks depend only on (seed, epoch).
 
     Build one per epoch: workers copy ``data`` (and its epoch) when the loader starts iterating, so
-    persistent workers would keep drawing the first epoch's negatives.
+    persistent workers would keep drawing the first epoch's negatives. With ``world_size > 1`` (DDP)
+    every process draws the same order and takes the examples ``rank, rank + world_size, ...`` of it,
+    the order padded by its first examples to a multiple of ``world_size`` so that every process runs
+    the same number of steps; ``batch_size`` is per process.
     """
     data.set_epoch(epoch)
     generator = torch.Generator().manual_seed(shuffle_seed(data.seed, epoch))
+    sampler = None
+    if world_size > 1:
+        order = torch.randperm(len(data), generator=generator) if shuffle else torch.arange(len(data))
+        padded = torch.cat([order, order[: (-len(order)) % world_size]])
+        sampler, shuffle = padded[rank::world_size].tolist(), False
     return DataLoader(
         data,
         batch_size=batch_size,
         shuffle=shuffle,
+        sampler=sampler,
         num_workers=num_workers,
         collate_fn=CollateSequences(data.content),
         generator=generator,

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors.torch import load_file
+from torch import nn
 from tqdm.auto import tqdm
 
 from transrec.config import dump_yaml
@@ -40,6 +41,7 @@ from transrec.training.checkpoint import check_tokenizer, load_components, load_
 from transrec.training.config import OptimConfig, TrainConfig
 from transrec.training.precision import Precision
 from transrec.training.step import TrainingObjective
+from transrec.utils.distributed import DistributedContext, join_process_group, local_device
 from transrec.utils.io import atomic_write_text
 
 TRUNK_CACHE_DIR = "trunk_cache"  # a memory-mapped frozen-trunk cache too large for memory; removed at the end
@@ -111,18 +113,19 @@ def item_content(
     dataset: PreparedDataset,
     config: TrainConfig,
     device: torch.device,
-    out: Path,
+    directory: Path,
     progress: bool,
 ) -> ItemContent:
     """The item content the run reads, after building the frozen-trunk cache when the model has a
-    frozen trunk and ``config.trunk_cache`` is on (then images are no longer loaded)."""
+    frozen trunk and ``config.trunk_cache`` is on (then images are no longer loaded); a cache too large
+    for memory is memory-mapped in ``directory``."""
     encoder = model.item_encoder
     content = ItemContent(dataset, text=encoder.needs_text, image=encoder.needs_image)
     if not (config.trunk_cache and encoder.has_frozen_trunk) or config.reference_path:
         return content
     started = time.perf_counter()
     cached = encoder.build_trunk_cache(content, device=device, max_memory_mb=config.trunk_cache_max_memory_mb,
-                                       directory=out / TRUNK_CACHE_DIR)  # fmt: skip
+                                       directory=directory)  # fmt: skip
     _log(progress, f"frozen-trunk cache: {cached} items in {time.perf_counter() - started:.1f} s")
     return ItemContent(
         dataset, text=encoder.needs_text, image=encoder.needs_image, pixels=encoder.reads_pixels
@@ -137,19 +140,38 @@ def random_ndcg_at_10(dataset: PreparedDataset) -> float:
 
 
 def train(config: TrainConfig, *, progress: bool = True, hook: Hook | None = None) -> RunResult:
-    """Run ``config``; returns the result and writes everything into ``config.output_dir``."""
+    """Run ``config``; returns the result and writes everything into ``config.output_dir``.
+
+    Under ``torchrun --nproc_per_node N`` (or inside an initialised process group) the same call trains
+    with DDP: each process takes its share of every epoch's users, gradients are averaged, evaluation
+    is sharded and combined exactly, and only rank 0 writes files and shows progress.
+    """
+    ctx, owns_group = join_process_group(config.device)
+    try:
+        return _train(config, ctx, progress and ctx.is_main, hook)
+    finally:
+        if owns_group:
+            torch.distributed.destroy_process_group()
+
+
+def _train(config: TrainConfig, ctx: DistributedContext, progress: bool, hook: Hook | None) -> RunResult:
     started = time.perf_counter()
     out = Path(config.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(config.device)
+    main = ctx.is_main
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+    device = local_device(resolve_device(config.device), ctx)
+    if ctx.world_size > 1 and config.objective == "inbatch":
+        raise ValueError("objective=inbatch is not supported across processes yet (its negatives would be "
+                         "this process's items only); use bce or full_softmax with torchrun")  # fmt: skip
     dataset = PreparedDataset(config.dataset)
     tokenizer = dataset_tokenizer(dataset.meta)
     sizes = {"n_items": dataset.n_items, "n_users": dataset.n_users}
     model_config = replace(config.model, **sizes, tokenizer=tokenizer)
-    resolved = replace(config, model=model_config)
-    atomic_write_text(out / "config.yaml", dump_yaml(resolved))
+    if main:
+        atomic_write_text(out / "config.yaml", dump_yaml(replace(config, model=model_config)))
 
-    seed_everything(config.seed)
+    seed_everything(config.seed)  # the same initial weights in every process
     model = SequentialRecommender(model_config).to(device)
     check_mode(model, config.mode)
     if config.init_checkpoint:
@@ -163,11 +185,13 @@ def train(config: TrainConfig, *, progress: bool = True, hook: Hook | None = Non
     state = {"epoch": 0, "step": 0, "best": -1.0, "best_epoch": -1, "best_valid": {}, "bad_epochs": 0,
              "low_evals": 0}  # fmt: skip
     precision = Precision(config.precision, device)
+    ctx.barrier()  # rank 0 has created the run directory
     if config.resume and (out / "last").is_dir():
         state = load_last(out / "last", model, optimizer)
         precision.load_state_dict(state.pop("loss_scale", {}))
         _log(progress, f"resuming from {out / 'last'} after epoch {state['epoch']}")
-    content = item_content(model, dataset, config, device, out, progress)
+    cache_dir = out / TRUNK_CACHE_DIR / f"rank{ctx.rank}"
+    content = item_content(model, dataset, config, device, cache_dir, progress)
     data = SequenceTrainingData(
         dataset,
         max_len=model_config.max_len,
@@ -179,33 +203,34 @@ def train(config: TrainConfig, *, progress: bool = True, hook: Hook | None = Non
         user_fraction=config.user_fraction,
     )
     objective = TrainingObjective(config, dataset, content, device)
+    step_module = distributed_step(model, objective, ctx, device)
     history = _read_metrics(out / "metrics.jsonl", before_epoch=state["epoch"])
     random_level = random_ndcg_at_10(dataset)
 
     for epoch in range(state["epoch"], config.epochs):
-        # Dropout and any other torch randomness: a pure function of (seed, epoch), so resuming works.
-        torch.manual_seed(config.seed * 100_003 + epoch)
+        # Dropout and any other torch randomness: a pure function of (seed, epoch, rank), so resuming works.
+        torch.manual_seed(config.seed * 100_003 + epoch + 7_919 * ctx.rank)
         data.set_epoch(epoch)
-        loader = make_loader(
-            data, config.batch_size, shuffle=True, num_workers=config.num_workers, epoch=epoch
-        )
+        shard = {"rank": ctx.rank, "world_size": ctx.world_size}
+        loader = make_loader(data, config.batch_size, True, config.num_workers, epoch=epoch, **shard)
         model.train()
         epoch_loss, steps = 0.0, 0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, disable=not progress)
         for batch in bar:
             with precision.autocast():
-                loss = objective.loss(model, batch)
-            if not torch.isfinite(loss):
-                _collapse(out, config, epoch, f"the training loss became {loss.item()}")
+                loss = step_module(batch)
+            mean_loss = ctx.all_reduce_sum(loss.detach().float().clone()) / ctx.world_size
+            if not torch.isfinite(mean_loss):  # the same decision in every process
+                _collapse(out, config, epoch, f"the training loss became {mean_loss.item()}", main)
             optimizer.zero_grad(set_to_none=True)
             _warmup(optimizer, config.optim, state["step"])
             precision.backward_and_step(loss, optimizer, model.parameters(), config.optim.grad_clip)
             state["step"] += 1
-            epoch_loss += loss.item()
+            epoch_loss += mean_loss.item()
             steps += 1
             bar.set_postfix(loss=f"{epoch_loss / steps:.4f}")
             if hook:
-                hook("step", {"epoch": epoch, "step": state["step"], "loss": loss.item()})
+                hook("step", {"epoch": epoch, "step": state["step"], "loss": mean_loss.item()})
         valid = evaluate_model(model, dataset, content, "valid", config.ks, config.eval_batch_size, device)
         record = {
             "epoch": epoch + 1,
@@ -213,20 +238,24 @@ def train(config: TrainConfig, *, progress: bool = True, hook: Hook | None = Non
             **{f"valid_{k}": v for k, v in valid.items()},
         }
         history.append(record)
-        _write_metrics(out / "metrics.jsonl", history)
         _log(progress, f"epoch {epoch + 1}: loss {record['loss']:.4f}  valid NDCG@10 {valid['NDCG@10']:.4f}  "
                        f"HR@10 {valid['HR@10']:.4f}")  # fmt: skip
-        if valid["NDCG@10"] > state["best"]:
+        improved = valid["NDCG@10"] > state["best"]
+        if improved:
             state.update(best=valid["NDCG@10"], best_epoch=epoch + 1, best_valid=valid, bad_epochs=0)
-            model.save_pretrained(out / "best")
         else:
             state["bad_epochs"] += 1
         threshold = config.collapse_factor * random_level
         state["low_evals"] = state["low_evals"] + 1 if valid["NDCG@10"] < threshold else 0
         state["epoch"] = epoch + 1
-        save_last(out / "last", model, optimizer, {**state, "loss_scale": precision.state_dict()})
+        if main:
+            _write_metrics(out / "metrics.jsonl", history)
+            if improved:
+                model.save_pretrained(out / "best")
+            save_last(out / "last", model, optimizer, {**state, "loss_scale": precision.state_dict()})
+        ctx.barrier()  # best/ and last/ are complete before anyone goes on (or is killed)
         if hook:
-            hook("epoch", {"epoch": epoch + 1, "valid": valid})
+            hook("epoch", {"epoch": epoch + 1, "valid": valid, "model": model})
         # A fall from above the random level, or a run that never rose within its grace epochs.
         risen = state["best"] >= threshold or epoch + 1 >= config.collapse_grace
         if state["low_evals"] >= config.collapse_patience and risen:
@@ -234,6 +263,7 @@ def train(config: TrainConfig, *, progress: bool = True, hook: Hook | None = Non
                 out, config, epoch,
                 f"validation NDCG@10 {valid['NDCG@10']:.5f} stayed below {config.collapse_factor} x "
                 f"the level of a random ranking ({random_level:.5f}) for {state['low_evals']} evaluations",
+                main,
             )  # fmt: skip
         if state["bad_epochs"] >= config.patience:
             _log(progress, f"early stop: no better validation NDCG@10 for {config.patience} epochs")
@@ -243,12 +273,43 @@ def train(config: TrainConfig, *, progress: bool = True, hook: Hook | None = Non
     model.load_state_dict(load_file(str(out / "best" / WEIGHTS_FILE), device=str(device)))
     test = evaluate_model(model, dataset, content, "test", config.ks, config.eval_batch_size, device)
     model.item_encoder.drop_trunk_cache()
-    shutil.rmtree(out / TRUNK_CACHE_DIR, ignore_errors=True)
-    atomic_write_text(out / "test_metrics.json", json.dumps(test, indent=2) + "\n")
+    shutil.rmtree(cache_dir, ignore_errors=True)
     result = RunResult("finished", state["best_epoch"], state["best_valid"], test, state["epoch"],
                        time.perf_counter() - started, out)  # fmt: skip
-    atomic_write_text(out / "result.json", json.dumps(_result_dict(result), indent=2) + "\n")
+    if main:
+        shutil.rmtree(out / TRUNK_CACHE_DIR, ignore_errors=True)
+        atomic_write_text(out / "test_metrics.json", json.dumps(test, indent=2) + "\n")
+        atomic_write_text(out / "result.json", json.dumps(_result_dict(result), indent=2) + "\n")
+    ctx.barrier()
     return result
+
+
+class _StepLoss(nn.Module):
+    """The training loss of a batch as a module's forward, which DDP needs to synchronise gradients."""
+
+    def __init__(self, model: SequentialRecommender, objective: TrainingObjective, touch_all: bool) -> None:
+        super().__init__()
+        self.model, self.objective, self.touch_all = model, objective, touch_all
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        loss = self.objective.loss(self.model, batch)
+        if self.touch_all:
+            # A batch may leave some trainable parameters unused (e.g. no image item in a mom batch);
+            # a zero-weighted term gives them a zero gradient, so DDP needs no find_unused_parameters.
+            loss = loss + sum(p.view(-1)[0] * 0.0 for p in self.model.parameters() if p.requires_grad)
+        return loss
+
+
+def distributed_step(
+    model: SequentialRecommender, objective: TrainingObjective, ctx: DistributedContext, device: torch.device
+) -> nn.Module:
+    """The module whose forward gives a batch's loss: plain in one process, DDP-wrapped in several."""
+    module = _StepLoss(model, objective, touch_all=ctx.world_size > 1)
+    if ctx.world_size == 1:
+        return module
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
 
 
 def _warmup(optimizer: torch.optim.Optimizer, config: OptimConfig, step: int) -> None:
@@ -260,15 +321,16 @@ def _warmup(optimizer: torch.optim.Optimizer, config: OptimConfig, step: int) ->
         group["lr"] = base * scale
 
 
-def _collapse(out: Path, config: TrainConfig, epoch: int, reason: str) -> None:
+def _collapse(out: Path, config: TrainConfig, epoch: int, reason: str, write: bool = True) -> None:
     message = (
         f"training collapsed in epoch {epoch + 1}: {reason}. Learning rates: lr={config.optim.lr}, "
         f"encoder_lr={config.optim.encoder_lr}; lower them (MoRec section 7 reports collapse with too "
         "high encoder learning rates) or check the data"
     )
-    atomic_write_text(
-        out / "result.json", json.dumps({"status": "collapsed", "reason": message}, indent=2) + "\n"
-    )
+    if write:
+        atomic_write_text(
+            out / "result.json", json.dumps({"status": "collapsed", "reason": message}, indent=2) + "\n"
+        )
     raise TrainingCollapsed(message)
 
 

@@ -14,6 +14,7 @@ ranking metrics by summing histograms of ranks (integers). So a checkpoint's met
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -53,3 +54,23 @@ class DistributedContext:
     def barrier(self) -> None:
         if self.world_size > 1:
             dist.barrier()
+
+
+def join_process_group(device: str) -> tuple[DistributedContext, bool]:
+    """Join the process group that ``torchrun`` describes (``WORLD_SIZE`` > 1 in the environment),
+    unless one is already initialised. Returns the context and whether this call created the group
+    (then the caller destroys it at the end). NCCL for CUDA devices, gloo otherwise."""
+    if dist.is_available() and dist.is_initialized():
+        return DistributedContext.current(), False
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return DistributedContext(), False
+    cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    dist.init_process_group("nccl" if cuda else "gloo")
+    return DistributedContext.current(), True
+
+
+def local_device(device: torch.device, ctx: DistributedContext) -> torch.device:
+    """Under ``torchrun`` a CUDA device without an index becomes ``cuda:$LOCAL_RANK``."""
+    if ctx.world_size > 1 and device.type == "cuda" and device.index is None:
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", ctx.rank)))
+    return device
