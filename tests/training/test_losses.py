@@ -118,3 +118,13 @@ def test_loss_positions_and_false_negative_rows():
     rows = false_negative_rows(in_history, loss_positions(targets, "s2s"))
     # Positions in row-major order: (0,1), (0,2), (1,0), (1,2) -> users 0, 0, 1, 1.
     assert rows.tolist() == [[True, False], [True, False], [False, True], [False, True]]
+
+
+def test_history_membership_by_hand():
+    from transrec.training.step import history_membership
+
+    histories = torch.tensor([[3, 5, 0], [1, 0, 0], [2, 4, 6]])  # right-padded with the padding item 0
+    items = torch.tensor([5, 1, 6, 3])
+    expected = torch.tensor([[True, False, False, True], [False, True, False, False],
+                             [False, False, True, False]])  # fmt: skip
+    assert torch.equal(history_membership(histories, items), expected)

@@ -215,6 +215,7 @@ class CollateSequences:
             "targets_inv": inverse(targets),
             "negatives_inv": inverse(negatives),
             "in_history": torch.from_numpy(self._membership([e["history"] for e in examples], unique)),
+            "histories": torch.from_numpy(_pad_right([e["history"] for e in examples])),
             "items": None,
         }
         if self.content is not None:
@@ -232,6 +233,14 @@ class CollateSequences:
             return np.zeros(queries.shape, dtype=bool)
         found = np.minimum(np.searchsorted(keys, queries), len(keys) - 1)
         return keys[found] == queries
+
+
+def _pad_right(rows: list[np.ndarray]) -> np.ndarray:
+    """int64 ``[B, longest]``, each row's values then zeros (the padding item)."""
+    out = np.zeros((len(rows), max([len(r) for r in rows] + [1])), dtype=np.int64)
+    for index, row in enumerate(rows):
+        out[index, : len(row)] = row
+    return out
 
 
 def batch_to(batch: dict[str, Any], device: torch.device | str, non_blocking: bool = False) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from transrec.data.prepared import PreparedDataset
 from transrec.training import losses
 from transrec.training.batches import batch_to, training_item_counts
 from transrec.training.config import TrainConfig
+from transrec.utils.distributed import DistributedContext, gather_rows
 
 
 class TrainingObjective:
@@ -39,6 +40,8 @@ class TrainingObjective:
                 hidden, table[batch["targets_inv"] + 1], table[batch["negatives_inv"] + 1], at
             )
         rows = at.nonzero(as_tuple=True)[0]
+        if objective == "inbatch" and DistributedContext.current().world_size > 1:
+            return self._inbatch_across_processes(hidden[at], vectors, batch, rows, targets[at])
         if objective == "inbatch":
             log_q = (
                 None if self.counts is None else losses.log_q_from_counts(self.counts, batch["unique_items"])
@@ -69,3 +72,29 @@ class TrainingObjective:
         return losses.bce_loss(
             hidden, targets.view(*slots[1].shape, d), negatives.view(*slots[2].shape, d), at
         )
+
+    def _inbatch_across_processes(self, hidden, vectors, batch, rows, target_ids) -> torch.Tensor:
+        """In-batch softmax whose negatives are the distinct items of every process's batch. An item
+        in several processes' batches appears once per process: its copies other than the target, and
+        every item of the user's history, are masked as false negatives."""
+        context = DistributedContext.current()
+        all_vectors, offset = gather_rows(vectors, context)
+        all_ids, _ = gather_rows(batch["unique_items"].to(vectors.device), context)
+        false_negatives = history_membership(batch["histories"], all_ids)[rows]
+        false_negatives |= all_ids[None, :] == target_ids[:, None]
+        log_q = None if self.counts is None else losses.log_q_from_counts(self.counts, all_ids)
+        return losses.inbatch_softmax_loss(
+            hidden, batch["targets_inv"][batch["targets"] != 0] + offset, all_vectors, false_negatives, log_q,
+            self.config.temperature,
+        )  # fmt: skip
+
+
+def history_membership(histories: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """bool ``[B, G]``: whether ``items[g]`` is in row b of ``histories`` (``[B, H]``, 0 = padding),
+    by one sorted search over (row, item) keys."""
+    stride = max(int(histories.max()), int(items.max()) if items.numel() else 0) + 1
+    row = torch.arange(histories.shape[0], device=histories.device)[:, None]
+    keys = (row * stride + histories).flatten().sort().values
+    queries = row * stride + items[None, :].to(histories.device)
+    found = torch.searchsorted(keys, queries).clamp(max=keys.numel() - 1)
+    return keys[found] == queries

@@ -161,9 +161,6 @@ def _train(config: TrainConfig, ctx: DistributedContext, progress: bool, hook: H
     if main:
         out.mkdir(parents=True, exist_ok=True)
     device = local_device(resolve_device(config.device), ctx)
-    if ctx.world_size > 1 and config.objective == "inbatch":
-        raise ValueError("objective=inbatch is not supported across processes yet (its negatives would be "
-                         "this process's items only); use bce or full_softmax with torchrun")  # fmt: skip
     dataset = PreparedDataset(config.dataset)
     tokenizer = dataset_tokenizer(dataset.meta)
     sizes = {"n_items": dataset.n_items, "n_users": dataset.n_users}

@@ -74,3 +74,37 @@ def local_device(device: torch.device, ctx: DistributedContext) -> torch.device:
     if ctx.world_size > 1 and device.type == "cuda" and device.index is None:
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", ctx.rank)))
     return device
+
+
+class _GatherRows(torch.autograd.Function):
+    """all_gather of ``[n_r, ...]`` tensors of the same trailing shape; backward sums the gradient over
+    the processes and keeps this process's rows (every process's loss depends on every gathered row).
+    Uses all_gather and all_reduce only, which gloo and NCCL both provide."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor, sizes: list[int], rank: int) -> torch.Tensor:
+        padded = tensor.new_zeros((max(sizes), *tensor.shape[1:]))
+        padded[: tensor.shape[0]] = tensor
+        parts = [torch.empty_like(padded) for _ in sizes]
+        dist.all_gather(parts, padded.contiguous())
+        ctx.sizes, ctx.rank = sizes, rank
+        return torch.cat([part[:size] for part, size in zip(parts, sizes, strict=True)])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        start = sum(ctx.sizes[: ctx.rank])
+        return grad[start : start + ctx.sizes[ctx.rank]], None, None
+
+
+def gather_rows(tensor: torch.Tensor, context: DistributedContext) -> tuple[torch.Tensor, int]:
+    """The rows of ``tensor`` from every process, in rank order (differentiable), and the offset of
+    this process's rows in the result. Processes may hold different numbers of rows."""
+    if context.world_size == 1:
+        return tensor, 0
+    size = torch.tensor([tensor.shape[0]], device=tensor.device)
+    sizes = [torch.zeros_like(size) for _ in range(context.world_size)]
+    dist.all_gather(sizes, size)
+    counts = [int(s) for s in sizes]
+    return _GatherRows.apply(tensor, counts, context.rank), sum(counts[: context.rank])
