@@ -41,7 +41,7 @@ def build_item_encoder(
 
 # Imported for their @ITEM_ENCODERS.register side effect, after the registry exists. Not in __all__: a
 # star import must not shadow the builtin ``id``.
-from transrec.models.item_encoders import id, image, mom, text  # noqa: E402, F401
+from transrec.models.item_encoders import id, image, mom, multimodal, text  # noqa: E402, F401
 from transrec.models.item_encoders.image import (  # noqa: E402
     efficientnet_lite0_top_blocks,
     efficientnet_lite0_two_stage,

@@ -102,6 +102,10 @@ class EfficientNetFeatures(nn.Module):
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.net.extract_features(pixel_values).mean(dim=(2, 3))
 
+    def tokens(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The final feature map as a sequence ``[U, h*w, 1280]`` (PMMRec's patches, for fusion)."""
+        return self.net.extract_features(pixel_values).flatten(2).transpose(1, 2)
+
 
 class HFVisionFeatures(nn.Module):
     """A Hugging Face vision model and a pooling: pixels ``[U, 3, S, S]`` -> ``[U, F]``."""
@@ -126,6 +130,11 @@ class HFVisionFeatures(nn.Module):
                 raise ValueError(f"{name} is a CNN without a CLS token; use pooling pooler or mean")
             return hidden.mean(dim=(2, 3))
         return hidden[:, 0] if self.pooling == "cls" else hidden.mean(dim=1)
+
+    def tokens(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The last hidden states as a sequence ``[U, Q, F]`` (a CNN's map flattened), for fusion."""
+        hidden = self.net(pixel_values=pixel_values).last_hidden_state
+        return hidden.flatten(2).transpose(1, 2) if hidden.ndim == 4 else hidden
 
 
 def load_image_backbone(config: ImageEncoderConfig) -> tuple[nn.Module, int | None, tuple]:
