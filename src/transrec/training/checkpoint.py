@@ -32,6 +32,17 @@ from transrec.utils.io import atomic_directory
 OPTIMIZER_FILE = "optimizer.safetensors"
 STATE_FILE = "trainer_state.json"
 COMPONENTS = ("item_encoder", "user_encoder")
+#: Parts of a multimodal item encoder (``mm``, ``mom``) that load on their own: PMMRec's text-only and
+#: vision-only transfer settings.
+SUBCOMPONENTS = ("item_encoder.text", "item_encoder.image")
+#: PMMRec section III-E, Table V: the five transfer settings as ``init_components``.
+TRANSFER_SETTINGS = {
+    "full": ("item_encoder", "user_encoder"),
+    "item_encoders": ("item_encoder",),
+    "user_encoder": ("user_encoder",),
+    "text": ("item_encoder.text",),
+    "vision": ("item_encoder.image",),
+}
 
 
 class TransferError(ValueError):
@@ -109,15 +120,20 @@ def load_components(
     checkpoint = Path(checkpoint)
     if not (checkpoint / WEIGHTS_FILE).is_file():
         raise TransferError(f"{checkpoint} is not a model checkpoint (no {WEIGHTS_FILE})")
-    unknown = [c for c in components if c not in COMPONENTS]
+    unknown = [c for c in components if c not in COMPONENTS + SUBCOMPONENTS]
     if unknown:
-        raise TransferError(f"unknown component(s) {unknown}; components are {', '.join(COMPONENTS)}")
+        raise TransferError(
+            f"unknown component(s) {unknown}; components are {', '.join(COMPONENTS + SUBCOMPONENTS)}"
+        )
+    overlapping = [c for c in components if any(c != o and c.startswith(o + ".") for o in components)]
+    if overlapping:
+        raise TransferError(f"{overlapping} are already part of another component asked for")
     source_config = read_model_config(checkpoint)
     if source_config.d_model != model.config.d_model:
         raise TransferError(
             f"d_model differs: checkpoint {source_config.d_model}, model {model.config.d_model}"
         )
-    if "item_encoder" in components and not model.item_encoder.transferable:
+    if any(c.startswith("item_encoder") for c in components) and not model.item_encoder.transferable:
         raise TransferError(
             f"the {model.config.item_encoder!r} item encoder is tied to its catalogue's ids and cannot be "
             "transferred; load only the user encoder (init_components=[user_encoder])"
@@ -129,6 +145,10 @@ def load_components(
         prefix = component + "."
         theirs = {k: v for k, v in source.items() if k.startswith(prefix)}
         ours = {k: v for k, v in target.items() if k.startswith(prefix)}
+        if not ours:
+            raise TransferError(
+                f"the model has no {component} (its item encoder is {model.config.item_encoder!r})"
+            )
         missing = sorted(set(ours) - set(theirs))
         unexpected = sorted(set(theirs) - set(ours))
         shapes = sorted(k for k in set(ours) & set(theirs) if ours[k].shape != theirs[k].shape)

@@ -55,7 +55,9 @@ class TrainConfig:
         num_workers: DataLoader worker processes.
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:1``...
         init_checkpoint: a model checkpoint to start from (HasPT transfer); None trains from scratch.
-        init_components: which components to load from it (``item_encoder``, ``user_encoder``).
+        init_components: which components to load from it: ``item_encoder``, ``user_encoder``, or
+            ``item_encoder.text`` / ``item_encoder.image`` of a multimodal encoder (PMMRec's five
+            transfer settings are ``training.checkpoint.TRANSFER_SETTINGS``).
         user_fraction: train on this share of the users (TransRec 4.3 data scaling); evaluation uses all.
         resume: continue from ``output_dir/last`` when it exists.
         collapse_factor, collapse_patience: a run whose validation NDCG@10 stays below

@@ -173,7 +173,7 @@ def _train(config: TrainConfig, ctx: DistributedContext, progress: bool, hook: H
     check_mode(model, config.mode)
     if config.init_checkpoint:
         loaded = load_components(model, config.init_checkpoint, list(config.init_components))
-        if "item_encoder" in loaded and model.item_encoder.needs_text:
+        if any(c.startswith("item_encoder") for c in loaded) and model.item_encoder.needs_text:
             check_tokenizer(read_model_config(config.init_checkpoint), dataset, config.init_checkpoint)
         _log(progress, f"loaded {', '.join(f'{c} ({len(k)} tensors)' for c, k in loaded.items())} "
                        f"from {config.init_checkpoint}")  # fmt: skip
