@@ -7,6 +7,8 @@ turns a plain dict (from YAML) into that config, refusing unknown keys, and buil
     text   Hugging Face text encoder + pooling + DT layer             text.py
     image  EfficientNet-Lite0 or an HF vision model + DT layer        image.py
     mom    TransRec mixture of modality: text or image per item       mom.py
+    mm     PMMRec: text and image per item, fused (merge attention)   multimodal.py
+    id_modality  MoRec ADD / CON: an ID vector with a modality vector  id_modality.py
 
 Freezing (full / top-k blocks / two-stage) and the DT head are shared by text and image: freezing.py.
 Hugging Face and EfficientNet are imported only when such an encoder is built.
@@ -41,7 +43,7 @@ def build_item_encoder(
 
 # Imported for their @ITEM_ENCODERS.register side effect, after the registry exists. Not in __all__: a
 # star import must not shadow the builtin ``id``.
-from transrec.models.item_encoders import id, image, mom, multimodal, text  # noqa: E402, F401
+from transrec.models.item_encoders import id, id_modality, image, mom, multimodal, text  # noqa: E402, F401
 from transrec.models.item_encoders.image import (  # noqa: E402
     efficientnet_lite0_top_blocks,
     efficientnet_lite0_two_stage,
