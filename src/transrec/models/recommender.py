@@ -40,6 +40,8 @@ class ModelConfig:
         user_encoder_config: that encoder's config fields.
         n_items: catalogue size (set from the dataset; the ``id`` encoder's table depends on it).
         n_users: number of users (set from the dataset; only the DSSM user tower uses it).
+        nid_head: add PMMRec's noised-item-detection classifier (``Linear(d, 3)``, eq. 10) used by the
+            ``pmmrec`` pre-training objective; a fine-tuned model does without it.
         tokenizer: the text tokenizer of the dataset the model was trained on (``name`` and
             ``vocab_size``; set from the dataset). Transfer and zero-shot evaluation of a text model
             refuse a dataset tokenised otherwise, whose token ids would mean other words.
@@ -54,6 +56,7 @@ class ModelConfig:
     n_items: int = 0
     n_users: int = 0
     tokenizer: dict[str, Any] | None = None
+    nid_head: bool = False
 
 
 def dataset_tokenizer(meta: dict[str, Any]) -> dict[str, Any] | None:
@@ -76,6 +79,7 @@ class SequentialRecommender(nn.Module):
             config.user_encoder, config.d_model, config.max_len, config.n_users or None,
             dict(config.user_encoder_config),
         )  # fmt: skip
+        self.nid_classifier = nn.Linear(config.d_model, 3) if config.nid_head else None
 
     def encode_items(self, items: ItemBatch) -> torch.Tensor:
         """``[U, d]`` vectors of distinct items."""

@@ -32,6 +32,28 @@ class OptimConfig:
 
 
 @dataclass
+class PMMRecLossConfig:
+    """Weights and settings of the ``pmmrec`` objective (PMMRec section III): DAP + CL + NID + RCL.
+
+    Args:
+        dap, contrastive, nid, rcl: weights of the four terms (fine-tuning: DAP only, the others 0).
+        variant: the cross-modal term: ``nicl`` (eq. 8-9), ``icl`` (eq. 7) or ``vcl`` (eq. 6); the
+            ablations of PMMRec Table VIII.
+        temperature: of the cross-modal term (on l2-normalised vectors).
+        shuffle, replace: NID's corruption shares (paper: 15% and 5%).
+    """
+
+    dap: float = 1.0
+    contrastive: float = 1.0
+    nid: float = 1.0
+    rcl: float = 1.0
+    variant: Literal["nicl", "icl", "vcl"] = "nicl"
+    temperature: float = 0.07
+    shuffle: float = 0.15
+    replace: float = 0.05
+
+
+@dataclass
 class TrainConfig:
     """One run: data, model, objective, optimisation, evaluation, transfer.
 
@@ -42,7 +64,10 @@ class TrainConfig:
         mode: ``s2s`` (a loss at every position), ``s2o`` (last position only) or ``masked``
             (BERT4Rec cloze training; needs a bidirectional user encoder).
         objective: ``bce`` (sampled negatives), ``inbatch`` (softmax over the batch's distinct items,
-            false negatives masked) or ``full_softmax`` (over the whole catalogue).
+            false negatives masked), ``full_softmax`` (over the whole catalogue) or ``pmmrec`` (PMMRec's
+            DAP + cross-modal + NID + RCL, weighted by ``pmmrec``; needs the ``mm`` item encoder and
+            ``model.nid_head`` for NID).
+        pmmrec: the ``pmmrec`` objective's weights and settings.
         n_negatives: sampled negatives per position for ``bce`` (papers: 1).
         logq: popularity (logQ) correction of in-batch logits.
         temperature: softmax temperature of ``inbatch``.
@@ -79,7 +104,8 @@ class TrainConfig:
     output_dir: str
     model: ModelConfig = field(default_factory=ModelConfig)
     mode: Literal["s2s", "s2o", "masked"] = "s2s"
-    objective: Literal["bce", "inbatch", "full_softmax"] = "bce"
+    objective: Literal["bce", "inbatch", "full_softmax", "pmmrec"] = "bce"
+    pmmrec: PMMRecLossConfig = field(default_factory=PMMRecLossConfig)
     n_negatives: int = 1
     logq: bool = False
     temperature: float = 1.0
@@ -108,6 +134,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if not 0.0 < self.user_fraction <= 1.0:
             raise ValueError("user_fraction must be in (0, 1]")
+        if self.objective == "pmmrec" and self.mode != "s2s":
+            raise ValueError("the pmmrec objective trains next-item prediction: use mode s2s")
         if self.objective == "bce" and self.n_negatives < 1:
             raise ValueError("bce needs n_negatives >= 1")
         if self.mode == "masked" and self.objective == "bce" and self.n_negatives < 1:

@@ -10,6 +10,7 @@ from transrec.data.prepared import PreparedDataset
 from transrec.training import losses
 from transrec.training.batches import batch_to, training_item_counts
 from transrec.training.config import TrainConfig
+from transrec.training.pmmrec_step import pmmrec_loss
 from transrec.utils.distributed import DistributedContext, gather_rows
 
 
@@ -26,6 +27,8 @@ class TrainingObjective:
 
     def loss(self, model, batch: dict) -> torch.Tensor:
         batch = batch_to(batch, self.device, non_blocking=True)
+        if self.config.objective == "pmmrec":
+            return pmmrec_loss(model, batch, self.config.pmmrec)
         if self.config.reference_path:
             return self.reference_loss(model, batch)
         vectors = model.encode_items(batch["items"])  # [U, d], each distinct item once
