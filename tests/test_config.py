@@ -58,3 +58,13 @@ def test_overrides_are_yaml_values_and_win_over_the_file(tmp_path):
     assert config.inner == Inner(lr=0.1, layers=4)
     with pytest.raises(ConfigError, match=r"dotted\.key=value"):
         parse_overrides(["novalue"])
+
+
+def test_numbers_in_exponent_form_are_floats_wherever_they_come_from(tmp_path):
+    # YAML 1.1 reads "1e-3" (no dot) as a string; a learning rate written that way must still work.
+    assert load_config(Outer, None, ["name=x", "inner.lr=1e-3"]).inner.lr == pytest.approx(1e-3)
+    file = tmp_path / "c.yaml"
+    file.write_text("name: base\ninner:\n  lr: 5e-4\n")
+    assert load_config(Outer, file, []).inner.lr == pytest.approx(5e-4)
+    with pytest.raises(ConfigError, match=r"inner\.lr: expected a number"):
+        from_dict(Outer, {"name": "x", "inner": {"lr": "fast"}})
