@@ -133,3 +133,23 @@ def test_rcl_by_hand():
     first = -math.log(E(1) / (E(1) + E(-1)))
     second = -math.log(E(-2) / (E(-2) + E(2)))
     assert rcl_loss(pooled, corrupted).item() == pytest.approx((first + second) / 2, rel=1e-6)
+
+
+def test_other_users_copies_of_the_positive_are_not_negatives():
+    hidden = torch.tensor([[[1.0], [9.0]], [[2.0], [9.0]]])
+    items = torch.tensor([[[0.5], [1.0]], [[-1.0], [0.0]]])
+    valid = torch.ones(2, 2, dtype=torch.bool)
+    ids = torch.tensor([[1, 2], [2, 3]])  # user 1's first item is user 0's positive (item 2)
+    first = -math.log(E(1) / (E(1) + E(0)))  # item 2 of user 1 (vector -1) left out
+    second = -math.log(E(0) / (E(0) + E(1) + E(2)))
+    assert dap_loss(hidden, items, valid, ids).item() == pytest.approx((first + second) / 2, rel=1e-6)
+    same = torch.tensor([[1, 2], [3, 4]])  # no shared item: the paper's literal loss
+    assert dap_loss(hidden, items, valid, same).item() == pytest.approx(dap_loss(hidden, items, valid).item())
+
+
+def test_cross_modal_negatives_skip_copies_of_the_anchor():
+    text = torch.tensor([[[1.0, 0.0]], [[1.0, 0.0]]])
+    image = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]]])
+    valid = torch.ones(2, 1, dtype=torch.bool)
+    shared = cross_modal_loss(text, image, valid, "vcl", item_ids=torch.tensor([[7], [7]]))
+    assert shared.item() == pytest.approx(0.0, abs=1e-6)  # each anchor's only candidate is its positive

@@ -124,7 +124,7 @@ class TrainConfig:
     resume: bool = True
     collapse_factor: float = 1.5
     collapse_patience: int = 2
-    collapse_grace: int = 3
+    collapse_grace: int = 10
     trunk_cache: bool = True
     reference_path: bool = False
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"

@@ -21,27 +21,39 @@ import torch.nn.functional as F
 UNCHANGED, SHUFFLED, REPLACED = 0, 1, 2
 
 
-def _other_users(valid: torch.Tensor) -> torch.Tensor:
-    """bool ``[B*L, B*L]``: column (k, j) is a negative of row (u, l) when k != u and (k, j) is valid."""
+def _other_users(valid: torch.Tensor, item_ids: torch.Tensor | None = None, shift: int = 0) -> torch.Tensor:
+    """bool ``[B*L, B*L]``: column (k, j) is a negative of row (u, l) when k != u and (k, j) is valid.
+
+    With ``item_ids [B, L]``, a column holding the same item as position ``l + shift`` of row u is not
+    a negative (another user's copy of the positive item): a correction of the literal equations,
+    without which popular items are pushed away from themselves.
+    """
     batch, length = valid.shape
     owner = torch.arange(batch, device=valid.device).repeat_interleave(length)
-    return (owner[:, None] != owner[None, :]) & valid.reshape(-1)[None, :]
+    negatives = (owner[:, None] != owner[None, :]) & valid.reshape(-1)[None, :]
+    if item_ids is not None:
+        flat = item_ids.reshape(-1)
+        positive = torch.roll(item_ids, -shift, dims=1).reshape(-1) if shift else flat
+        negatives &= positive[:, None] != flat[None, :]
+    return negatives
 
 
-def dap_loss(hidden: torch.Tensor, items: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+def dap_loss(
+    hidden: torch.Tensor, items: torch.Tensor, valid: torch.Tensor, item_ids: torch.Tensor | None = None
+) -> torch.Tensor:
     """Dense auto-regressive prediction, PMMRec eq. 5, averaged over the valid (t, t+1) pairs.
 
     ``hidden [B, L, d]`` user-encoder states, ``items [B, L, d]`` the item vectors ``e^cls`` of the same
     positions. The state at t scores the item at t+1 against the items of the other users:
-    ``-log exp(h_t.e_{t+1}) / (exp(h_t.e_{t+1}) + sum_N exp(h_t.e_n))``.
+    ``-log exp(h_t.e_{t+1}) / (exp(h_t.e_{t+1}) + sum_N exp(h_t.e_n))``. With ``item_ids [B, L]``
+    the other users' copies of the positive item are left out of N.
     """
     batch, length, d = hidden.shape
     pairs = (valid[:, :-1] & valid[:, 1:]).reshape(-1)  # t and t+1 both real
     anchors = hidden[:, :-1].reshape(-1, d)[pairs]
     positives = items[:, 1:].reshape(-1, d)[pairs]
-    negatives_mask = (
-        _other_users(valid).view(batch, length, batch * length)[:, :-1].reshape(-1, batch * length)
-    )
+    others = _other_users(valid, item_ids, shift=1)
+    negatives_mask = others.view(batch, length, batch * length)[:, :-1].reshape(-1, batch * length)
     negative_logits = (anchors @ items.reshape(-1, d).T).masked_fill(~negatives_mask[pairs], float("-inf"))
     positive_logits = (anchors * positives).sum(-1, keepdim=True)
     logits = torch.cat([positive_logits, negative_logits], dim=1)
@@ -54,6 +66,7 @@ def cross_modal_loss(
     valid: torch.Tensor,
     variant: Literal["vcl", "icl", "nicl"] = "nicl",
     temperature: float = 1.0,
+    item_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Cross-modal contrastive alignment of the text and image CLS vectors ``[B, L, d]`` of the items.
 
@@ -66,14 +79,17 @@ def cross_modal_loss(
       to ICL's; the denominator is ICL's, exactly as eq. 8 writes it (so the loss can be negative).
 
     ``vcl``/``icl`` average over every valid position, ``nicl`` over positions with a valid next item
-    (eq. 9); the result is ``(L^{T,V} + L^{V,T}) / 2``.
+    (eq. 9); the result is ``(L^{T,V} + L^{V,T}) / 2``. With ``item_ids [B, L]`` the other users' copies
+    of the anchor's item (and, for ``nicl``, of the next item) are left out of N.
     """
     if variant not in ("vcl", "icl", "nicl"):
         raise ValueError(f"variant must be vcl, icl or nicl, not {variant!r}")
     batch, length, d = text.shape
     t = F.normalize(text, dim=-1).reshape(-1, d)
     v = F.normalize(image, dim=-1).reshape(-1, d)
-    negatives = _other_users(valid)
+    negatives = _other_users(valid, item_ids)
+    if variant == "nicl" and item_ids is not None:
+        negatives &= _other_users(valid, item_ids, shift=1)
     if variant == "nicl":
         anchors = torch.cat([valid[:, :-1] & valid[:, 1:], torch.zeros_like(valid[:, :1])], dim=1).reshape(-1)
     else:

@@ -42,13 +42,13 @@ def pmmrec_loss(model, batch: dict, config: PMMRecLossConfig) -> torch.Tensor:
     loss = hidden.new_zeros(())
     if config.dap > 0:
         padded_hidden = torch.cat([hidden, hidden.new_zeros(hidden.shape[0], 1, hidden.shape[2])], dim=1)
-        loss = loss + config.dap * objectives.dap_loss(padded_hidden, table[window], window_valid)
+        loss = loss + config.dap * objectives.dap_loss(padded_hidden, table[window], window_valid, window)
     if needs_modalities:
         zero = vectors.new_zeros(1, vectors.shape[1])
         text = torch.cat([zero, encoded["text_cls"]])[window]
         image = torch.cat([zero, encoded["image_cls"]])[window]
         loss = loss + config.contrastive * objectives.cross_modal_loss(
-            text, image, window_valid, config.variant, config.temperature
+            text, image, window_valid, config.variant, config.temperature, window
         )
     if config.nid > 0 or config.rcl > 0:
         seed = int(torch.randint(0, 2**62, (1,)))  # from the per-epoch seeded global stream
