@@ -5,6 +5,7 @@ import json
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from safetensors.torch import load_file, save_file
 
 from transrec.data.item_content import ItemContent
 from transrec.data.prepare import PrepareConfig, prepare
@@ -28,7 +29,7 @@ def _evaluate_in_group(rank, world_size, init_file, checkpoint, dataset, out):
         metrics = evaluate_checkpoint(checkpoint, dataset, "test", batch_size=4)
         model = SequentialRecommender.from_pretrained(checkpoint).eval()
         table = model_eval.item_table(model, ItemContent(PreparedDataset(dataset)), batch_size=4)
-        torch.save(table, out / f"table{rank}.pt")
+        save_file({"table": table}, str(out / f"table{rank}.safetensors"))
         (out / f"rank{rank}.json").write_text(json.dumps({"metrics": metrics, "ranked": sum(ranked)}))
     finally:
         model_eval.ranks_from_embeddings = original
@@ -58,5 +59,7 @@ def test_metrics_of_a_checkpoint_are_identical_with_one_and_two_processes(tmp_pa
         saved = json.loads((tmp_path / f"rank{rank}.json").read_text())
         assert saved["metrics"] == single
         ranked.append(saved["ranked"])
-        assert torch.equal(torch.load(tmp_path / f"table{rank}.pt"), table)  # gathered, not summed twice
+        assert torch.equal(
+            load_file(str(tmp_path / f"table{rank}.safetensors"))["table"], table
+        )  # gathered, not summed twice
     assert sum(ranked) == data.n_users and min(ranked) > 0  # every user once, shared out

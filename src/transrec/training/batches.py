@@ -186,11 +186,14 @@ class CollateSequences:
             ``unique_items``, -1 where the item index is 0 (what ``encode_sequences`` expects);
         in_history: bool [B, U], True where unique_items[j] is in user b's training sequence (the
             false negatives of in-batch softmax, PMMRec eq. 5);
+        histories: long [B, H], each user's training sequence right-padded with 0; only with
+            ``with_histories`` (the in-batch softmax across processes needs it);
         items: ``ItemBatch`` of ``unique_items`` (gathered here, in the worker), or None without content.
     """
 
-    def __init__(self, content: ItemContent | None = None) -> None:
+    def __init__(self, content: ItemContent | None = None, with_histories: bool = False) -> None:
         self.content = content
+        self.with_histories = with_histories
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         inputs = np.stack([e["inputs"] for e in examples])
@@ -215,9 +218,10 @@ class CollateSequences:
             "targets_inv": inverse(targets),
             "negatives_inv": inverse(negatives),
             "in_history": torch.from_numpy(self._membership([e["history"] for e in examples], unique)),
-            "histories": torch.from_numpy(_pad_right([e["history"] for e in examples])),
             "items": None,
         }
+        if self.with_histories:
+            batch["histories"] = torch.from_numpy(_pad_right([e["history"] for e in examples]))
         if self.content is not None:
             batch["items"] = self.content.batch(batch["unique_items"])
         return batch
@@ -289,7 +293,7 @@ def make_loader(
         shuffle=shuffle,
         sampler=sampler,
         num_workers=num_workers,
-        collate_fn=CollateSequences(data.content),
+        collate_fn=CollateSequences(data.content, with_histories=world_size > 1),
         generator=generator,
         persistent_workers=False,
         pin_memory=pin_memory,

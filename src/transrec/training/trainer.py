@@ -127,9 +127,8 @@ def item_content(
     cached = encoder.build_trunk_cache(content, device=device, max_memory_mb=config.trunk_cache_max_memory_mb,
                                        directory=directory)  # fmt: skip
     _log(progress, f"frozen-trunk cache: {cached} items in {time.perf_counter() - started:.1f} s")
-    return ItemContent(
-        dataset, text=encoder.needs_text, image=encoder.needs_image, pixels=encoder.reads_pixels
-    )
+    content.load_pixels = encoder.reads_pixels  # a cached image trunk never reads pixels again
+    return content
 
 
 def random_ndcg_at_10(dataset: PreparedDataset) -> float:

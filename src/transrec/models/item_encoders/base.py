@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from transrec.data.item_content import ItemBatch, ItemContent
+from transrec.models.item_encoders.trunk_cache import CacheOptions
 
 
 class ItemEncoder(nn.Module):
@@ -51,7 +52,7 @@ class ItemEncoder(nn.Module):
         content: ItemContent,
         item_ids: torch.Tensor | None = None,
         *,
-        batch_size: int = 256,
+        batch_size: int | None = None,
         device: torch.device | str = "cpu",
         max_memory_mb: float = 4096,
         directory: str | Path | None = None,
@@ -59,10 +60,23 @@ class ItemEncoder(nn.Module):
         """Compute and keep the frozen trunk's output for ``item_ids`` (default: every item this encoder
         can receive); later forwards read it instead of running the frozen blocks. Returns the number
         of items cached (0 for an encoder without a frozen trunk). Rebuild after loading weights."""
+        return self._build_trunk_cache(
+            content, item_ids, CacheOptions(batch_size, device, max_memory_mb, directory)
+        )
+
+    def _build_trunk_cache(
+        self, content: ItemContent, item_ids: torch.Tensor | None, options: CacheOptions
+    ) -> int:
+        """``build_trunk_cache``'s work: overridden by encoders with a frozen trunk or sub-encoders."""
         return 0
 
     def drop_trunk_cache(self) -> None:
-        """Forget the cache; forwards run the whole backbone again."""
+        """Forget the caches of this encoder and of its sub-encoders; forwards run whole backbones again."""
+        if hasattr(self, "trunk_store"):
+            self.trunk_store = None
+        for child in self.children():
+            if isinstance(child, ItemEncoder):
+                child.drop_trunk_cache()
 
 
 def encode_sequences(encoder: ItemEncoder, items: ItemBatch, inverse: torch.Tensor) -> torch.Tensor:

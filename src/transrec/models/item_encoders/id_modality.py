@@ -9,7 +9,6 @@ MoRec's ID + modality combinations (MoRec Table 7): ``add`` (``e = e_id + e_mod`
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -19,6 +18,7 @@ from transrec.data.item_content import ItemBatch, ItemContent
 from transrec.models.item_encoders import ITEM_ENCODERS, build_item_encoder
 from transrec.models.item_encoders.base import ItemEncoder
 from transrec.models.item_encoders.id import IDEncoder, IDEncoderConfig
+from transrec.models.item_encoders.trunk_cache import CacheOptions
 
 
 @dataclass
@@ -78,18 +78,7 @@ class IDModalityEncoder(ItemEncoder):
     def reads_pixels(self) -> bool:
         return self.content.reads_pixels
 
-    def build_trunk_cache(
-        self,
-        content: ItemContent,
-        item_ids: torch.Tensor | None = None,
-        *,
-        batch_size: int = 256,
-        device: torch.device | str = "cpu",
-        max_memory_mb: float = 4096,
-        directory: str | Path | None = None,
+    def _build_trunk_cache(
+        self, content: ItemContent, item_ids: torch.Tensor | None, options: CacheOptions
     ) -> int:
-        return self.content.build_trunk_cache(content, item_ids, batch_size=batch_size, device=device,
-                                              max_memory_mb=max_memory_mb, directory=directory)  # fmt: skip
-
-    def drop_trunk_cache(self) -> None:
-        self.content.drop_trunk_cache()
+        return self.content._build_trunk_cache(content, item_ids, options)

@@ -31,7 +31,7 @@ from transrec.models.item_encoders.freezing import (
     drop_unused_pooler,
     probe_width,
 )
-from transrec.models.item_encoders.trunk_cache import TrunkStore
+from transrec.models.item_encoders.trunk_cache import CacheOptions, TrunkStore, fill_store
 
 EFFICIENTNET_LITE0 = "efficientnet-lite0"
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -247,44 +247,28 @@ class ImageEncoder(ItemEncoder):
         return self.trunk_store is None
 
     @torch.no_grad()
-    def build_trunk_cache(
-        self,
-        content: ItemContent,
-        item_ids: torch.Tensor | None = None,
-        *,
-        batch_size: int = 64,
-        device: torch.device | str = "cpu",
-        max_memory_mb: float = 4096,
-        directory: str | Path | None = None,
+    def _build_trunk_cache(
+        self, content: ItemContent, item_ids: torch.Tensor | None, options: CacheOptions
     ) -> int:
         """Cache the features where the trunk ends (see ``trunk_cache``) for every item with an image."""
         self.trunk_store = None
         if not self.has_frozen_trunk:
             return 0
+        if content.store is None:
+            raise ValueError("the image trunk cache needs the item content with image=True")
         if item_ids is None:
             item_ids = ((content.modality & IMAGE) > 0).nonzero().squeeze(1)
         item_ids = item_ids[item_ids > 0]
-        if content.store is None:
-            raise ValueError("the image trunk cache needs the item content with image=True")
-        store = None
-        for start in range(0, item_ids.numel(), batch_size):
-            chunk = item_ids[start : start + batch_size]
-            pixels = self.pixels(torch.from_numpy(content.store.batch(chunk.tolist())).to(device))
+
+        def compute(chunk: torch.Tensor) -> torch.Tensor:
+            pixels = self.pixels(torch.from_numpy(content.store.batch(chunk.tolist())).to(options.device))
             self._pixel_shape = tuple(pixels.shape[1:])
             if self.config.freeze == "all":
-                features = self.backbone(pixels)
-            else:
-                features = self.backbone.trunk.capture(pixels)
-            if store is None:
-                store = TrunkStore(
-                    content.n_items, tuple(features.shape[1:]), device, max_memory_mb, directory
-                )
-            store.put(chunk, features)
-        self.trunk_store = store
-        return 0 if store is None else store.n_filled
+                return self.backbone(pixels)
+            return self.backbone.trunk.capture(pixels)
 
-    def drop_trunk_cache(self) -> None:
-        self.trunk_store = None
+        self.trunk_store = fill_store(content.n_items, item_ids, compute, options, options.batch_size or 64)
+        return 0 if self.trunk_store is None else self.trunk_store.n_filled
 
 
 def efficientnet_lite0_top_blocks(k: int = 2) -> dict[str, Any]:

@@ -9,7 +9,7 @@ encoder exactly those routed to image; nothing is padded and no forward pass is 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,6 +25,7 @@ from transrec.models.item_encoders.image import (
     efficientnet_lite0_top_blocks,
 )
 from transrec.models.item_encoders.text import TextEncoder, TextEncoderConfig, minilm_top_blocks
+from transrec.models.item_encoders.trunk_cache import CacheOptions
 
 
 @dataclass
@@ -68,29 +69,17 @@ class MoMEncoder(ItemEncoder):
     def reads_pixels(self) -> bool:
         return self.image.reads_pixels
 
-    def build_trunk_cache(
-        self,
-        content: ItemContent,
-        item_ids: torch.Tensor | None = None,
-        *,
-        batch_size: int = 256,
-        device: torch.device | str = "cpu",
-        max_memory_mb: float = 4096,
-        directory: str | Path | None = None,
+    def _build_trunk_cache(
+        self, content: ItemContent, item_ids: torch.Tensor | None, options: CacheOptions
     ) -> int:
         """Cache each sub-encoder's trunk over exactly the items routed to it."""
         ids = torch.arange(1, content.n_items + 1) if item_ids is None else item_ids[item_ids > 0]
         routed = self.routes(ItemBatch(item_ids=ids, modality=content.modality[ids]))
         total = 0
         for rows, encoder, part in zip(routed, (self.text, self.image), ("text", "image"), strict=True):
-            where = None if directory is None else Path(directory) / part
-            total += encoder.build_trunk_cache(content, ids[rows], batch_size=batch_size, device=device,
-                                               max_memory_mb=max_memory_mb, directory=where)  # fmt: skip
+            where = None if options.directory is None else Path(options.directory) / part
+            total += encoder._build_trunk_cache(content, ids[rows], replace(options, directory=where))
         return total
-
-    def drop_trunk_cache(self) -> None:
-        self.text.drop_trunk_cache()
-        self.image.drop_trunk_cache()
 
     def routes(self, items: ItemBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Bool ``[U]`` masks of the items the text and the image encoder receive."""

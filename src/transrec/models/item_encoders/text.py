@@ -27,7 +27,7 @@ from transrec.models.item_encoders.freezing import (
     drop_unused_pooler,
     probe_width,
 )
-from transrec.models.item_encoders.trunk_cache import TrunkStore
+from transrec.models.item_encoders.trunk_cache import CacheOptions, TrunkStore, fill_store
 
 
 @dataclass
@@ -174,44 +174,31 @@ class TextEncoder(ItemEncoder):
         return self.config.freeze in ("top_k", "all")
 
     @torch.no_grad()
-    def build_trunk_cache(
-        self,
-        content: ItemContent,
-        item_ids: torch.Tensor | None = None,
-        *,
-        batch_size: int = 256,
-        device: torch.device | str = "cpu",
-        max_memory_mb: float = 4096,
-        directory: str | Path | None = None,
+    def _build_trunk_cache(
+        self, content: ItemContent, item_ids: torch.Tensor | None, options: CacheOptions
     ) -> int:
         """Cache the token states where the trunk ends (see ``trunk_cache``) for every item with text."""
         self.trunk_store = None
         if not self.has_frozen_trunk:
             return 0
+        if content.lengths is None:
+            raise ValueError("the text trunk cache needs the item content with text=True")
         if item_ids is None:
             item_ids = ((content.modality & TEXT) > 0).nonzero().squeeze(1)
         item_ids = item_ids[item_ids > 0]
-        if content.lengths is None:
-            raise ValueError("the text trunk cache needs the item content with text=True")
-        longest = int(content.lengths[item_ids].max()) if item_ids.numel() else 1
-        store = None
-        for start in range(0, item_ids.numel(), batch_size):
-            chunk = item_ids[start : start + batch_size]
-            batch = content.batch(chunk, pixels=False).to(device)
+
+        def compute(chunk: torch.Tensor) -> torch.Tensor:
+            batch = content.batch(chunk, pixels=False).to(options.device)
             ids, mask = batch.input_ids, batch.attention_mask
             if self.config.freeze == "all":
-                states = self.backbone(input_ids=ids, attention_mask=mask).last_hidden_state
-            else:
-                states = self.backbone.trunk.capture(input_ids=ids, attention_mask=mask)
-            if store is None:
-                store = TrunkStore(content.n_items, (longest, *states.shape[2:]), device, max_memory_mb,
-                                   directory)  # fmt: skip
-            store.put(chunk, states)
-        self.trunk_store = store
-        return 0 if store is None else store.n_filled
+                return self.backbone(input_ids=ids, attention_mask=mask).last_hidden_state
+            return self.backbone.trunk.capture(input_ids=ids, attention_mask=mask)
 
-    def drop_trunk_cache(self) -> None:
-        self.trunk_store = None
+        longest = int(content.lengths[item_ids].max()) if item_ids.numel() else 1
+        self.trunk_store = fill_store(
+            content.n_items, item_ids, compute, options, options.batch_size or 256, longest
+        )
+        return 0 if self.trunk_store is None else self.trunk_store.n_filled
 
     def forward(self, items: ItemBatch) -> torch.Tensor:
         """``[U, d]`` vectors for ``U`` distinct items that all have text."""

@@ -25,12 +25,24 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+
+
+@dataclass(frozen=True)
+class CacheOptions:
+    """How a trunk cache is built: items per forward (None: the encoder's own default), the device,
+    and where a store larger than ``max_memory_mb`` is memory-mapped."""
+
+    batch_size: int | None = None
+    device: torch.device | str = "cpu"
+    max_memory_mb: float = 4096
+    directory: str | Path | None = None
 
 
 class TrunkStore:
@@ -96,6 +108,27 @@ class TrunkStore:
             )
         index = ids.to(self.values.device)
         return self.values[index].to(device, non_blocking=True)
+
+
+def fill_store(
+    n_items: int,
+    item_ids: torch.Tensor,
+    compute: Callable[[torch.Tensor], torch.Tensor],
+    options: CacheOptions,
+    batch_size: int,
+    width: int | None = None,
+) -> TrunkStore | None:
+    """A store holding ``compute(chunk)`` for the chunks of ``item_ids`` (None when there is no item).
+    ``width`` fixes the first per-item dimension (a text's token axis, padded to the longest text)."""
+    store = None
+    for start in range(0, item_ids.numel(), batch_size):
+        chunk = item_ids[start : start + batch_size]
+        values = compute(chunk)
+        if store is None:
+            shape = tuple(values.shape[1:]) if width is None else (width, *values.shape[2:])
+            store = TrunkStore(n_items, shape, options.device, options.max_memory_mb, options.directory)
+        store.put(chunk, values)
+    return store
 
 
 class _Stop(Exception):
