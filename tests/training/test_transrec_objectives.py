@@ -31,3 +31,14 @@ def test_uep_by_hand():
     # ReLU(logits) over items 1..3 = (1, 0, 1); the target is item 3.
     expected = -math.log(math.e / (math.e + 1 + math.e))
     assert uep_loss(states, torch.tensor([3]), weight, bias).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_uep_backpropagates_to_states_head_and_bias_but_never_through_the_padding_column():
+    torch.manual_seed(0)
+    states = torch.randn(5, 4, requires_grad=True)
+    weight = torch.randn(4, 7, requires_grad=True)
+    bias = torch.randn(7, requires_grad=True)
+    uep_loss(states, torch.tensor([1, 2, 6, 3, 1]), weight, bias).backward()
+    assert states.grad.abs().sum() > 0 and weight.grad[:, 1:].abs().sum() > 0
+    assert bias.grad[1:].abs().sum() > 0
+    assert not weight.grad[:, 0].any() and bias.grad[0] == 0

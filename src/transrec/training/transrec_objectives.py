@@ -17,9 +17,10 @@ def uep_loss(
     cross-entropy with the next item. ``states [N, d]`` last-layer states, ``targets [N]`` item indices
     (columns of ``weight [d, n_items + 1]``; column 0, the padding item, is never a target), ``bias
     [n_items + 1]``. Averaged over the N positions (the paper sums)."""
-    logits = F.relu(states @ weight + bias)
-    logits[:, 0] = float("-inf")  # padding is never an answer
-    return F.cross_entropy(logits, targets)
+    # Column 0 (padding) is never an answer, so it is left out of the softmax; slicing rather than
+    # writing -inf into it keeps ReLU's output, which its backward reads, unmodified.
+    logits = F.relu(states @ weight[:, 1:] + bias[1:])
+    return F.cross_entropy(logits, targets - 1)
 
 
 def cpc_loss(
