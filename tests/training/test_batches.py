@@ -218,3 +218,44 @@ def test_training_item_counts_cover_only_training_interactions(dataset):
     for user in range(dataset.n_users):
         np.add.at(expected, training_sequence(dataset, user), 1)
     assert counts.tolist() == expected.tolist() and counts[0] == 0
+
+
+def test_cpc_windows_split_each_training_sequence_into_inputs_and_its_last_l_positives(dataset):
+    def cpc(epoch=0):
+        data = SequenceTrainingData(dataset, max_len=4, mode="cpc", n_negatives=3, content=None, seed=0,
+                                    positives=5)  # fmt: skip
+        data.set_epoch(epoch)
+        return data
+
+    data = cpc()
+    by_user = windows(data)
+    # User "3": training 1..10 -> positives 6..10 (TransRec: the latest five), inputs the 4 before them.
+    assert by_user[2]["positives"].tolist() == [6, 7, 8, 9, 10]
+    assert by_user[2]["inputs"].tolist() == [2, 3, 4, 5]
+    # User "2": training [4, 5] -> one input is kept, so only one positive.
+    assert by_user[1]["inputs"].tolist() == [0, 0, 0, 4]
+    assert by_user[1]["positives"].tolist() == [5, 0, 0, 0, 0]
+    for user, ex in by_user.items():
+        train = training_sequence(dataset, user)
+        count = min(5, len(train) - 1)
+        assert ex["positives"][:count].tolist() == train[-count:].tolist()
+        assert not ex["positives"][count:].any()
+        n = min(len(train) - count, 4)
+        assert ex["inputs"][4 - n :].tolist() == train[-count - n : -count].tolist()
+        assert not ex["inputs"][: 4 - n].any() and ex["valid"].tolist() == (ex["inputs"] != 0).tolist()
+        assert ex["negatives"].shape == (3,) and not np.isin(ex["negatives"], train).any()
+    # Draws are a function of (seed, epoch, user).
+    slots = ("inputs", "positives", "negatives")
+    for user, ex in windows(cpc()).items():
+        assert all(np.array_equal(ex[key], by_user[user][key]) for key in slots)
+    later = windows(cpc(epoch=1))
+    assert any(not np.array_equal(later[u]["negatives"], by_user[u]["negatives"]) for u in by_user)
+    # The batch lists every distinct item of inputs, positives and negatives once.
+    batch = CollateSequences()([data[i] for i in range(len(data))])
+    unique = batch["unique_items"]
+    every = np.concatenate([np.stack([ex[key] for ex in by_user.values()]).ravel() for key in slots])
+    assert unique.tolist() == sorted(set(every.tolist()) - {0})
+    for key in slots:
+        inverse = batch[f"{key}_inv"]
+        assert torch.equal(torch.where(inverse >= 0, unique[inverse.clamp(min=0)], 0), batch[key])
+    assert "targets" not in batch

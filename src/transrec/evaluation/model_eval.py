@@ -3,7 +3,8 @@
 Item vectors are computed once per evaluation, for every item, in chunks of distinct items (the same
 ``ItemBatch`` path as training); user vectors come from the last position of each user's left-padded
 history; targets are ranked against the whole catalogue from the two tables in chunks, so the full
-score matrix is never materialised.
+score matrix is never materialised. A TransRec stage-1 model ranks through its UEP head instead
+(``SequentialRecommender.ranking_items``); its inputs are still the item vectors.
 """
 
 from __future__ import annotations
@@ -96,6 +97,7 @@ def evaluate_model(
     model.eval()
     try:
         table = item_table(model, content, batch_size, device)
+        candidates = model.ranking_items(table)  # the item vectors, or a stage-1 model's UEP head
         histories, targets = stage_histories(dataset, stage)
         users = np.arange(dataset.n_users) if users is None else np.asarray(users)
         metrics = RankingMetrics(ks, n_items=dataset.n_items, device=device)
@@ -103,7 +105,7 @@ def evaluate_model(
         for start in ctx.shard(range(0, len(users), batch_size)):
             batch = users[start : start + batch_size]
             batch_histories = [histories[u] for u in batch]
-            vectors = user_vectors(model, table, batch_histories, batch, device)
+            vectors = model.ranking_users(user_vectors(model, table, batch_histories, batch, device))
             exclude = (
                 ItemSets.from_lists([torch.from_numpy(h.astype(np.int64)) for h in batch_histories])
                 if exclude_history
@@ -112,7 +114,7 @@ def evaluate_model(
             batch_targets = torch.from_numpy(targets[batch].astype(np.int64)).to(device)
             if exclude is not None:
                 exclude = ItemSets(exclude.offsets.to(device), exclude.items.to(device))
-            metrics.update(ranks_from_embeddings(vectors, table, batch_targets, exclude))
+            metrics.update(ranks_from_embeddings(vectors, candidates, batch_targets, exclude))
         ctx.all_reduce_sum(metrics.rank_counts)  # histograms of integer ranks: exact over processes
         return metrics.compute()
     finally:

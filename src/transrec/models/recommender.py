@@ -19,6 +19,7 @@ from torch import nn
 from transrec.config import from_dict, to_dict
 from transrec.data.item_content import ItemBatch
 from transrec.models.item_encoders import build_item_encoder
+from transrec.models.side_features import SideFeatures
 from transrec.models.user_encoders import build_user_encoder
 from transrec.utils.io import atomic_directory
 
@@ -42,6 +43,15 @@ class ModelConfig:
         n_users: number of users (set from the dataset; only the DSSM user tower uses it).
         nid_head: add PMMRec's noised-item-detection classifier (``Linear(d, 3)``, eq. 10) used by the
             ``pmmrec`` pre-training objective; a fine-tuned model does without it.
+        uep_head: add TransRec's stage-1 projection ``ReLU(S'_t W^U + b^U)`` over the catalogue
+            (``Linear(d, n_items + 1)``, eq. 8) used by the ``uep`` objective. It belongs to its
+            catalogue: transfer never loads it, a stage-2 model does without it, and a model that has
+            it is evaluated through it (see ``ranking_items``).
+        user_features / item_features: side-feature fields of the prepared dataset fused into the user
+            and item vectors (TransRec Figure 2b; ``models.side_features``), e.g. ``[age, gender,
+            occupation]`` and ``[class]`` on MovieLens. Empty: no features, the model is unchanged.
+        feature_dim: embedding size of each side-feature field.
+        feature_vocab: each used field's categories, ``"<side>.<name>" -> [...]`` (set from the dataset).
         tokenizer: the text tokenizer of the dataset the model was trained on (``name`` and
             ``vocab_size``; set from the dataset). Transfer and zero-shot evaluation of a text model
             refuse a dataset tokenised otherwise, whose token ids would mean other words.
@@ -57,6 +67,11 @@ class ModelConfig:
     n_users: int = 0
     tokenizer: dict[str, Any] | None = None
     nid_head: bool = False
+    uep_head: bool = False
+    user_features: tuple[str, ...] = ()
+    item_features: tuple[str, ...] = ()
+    feature_dim: int = 16
+    feature_vocab: dict[str, list[str]] = field(default_factory=dict)
 
 
 def dataset_tokenizer(meta: dict[str, Any]) -> dict[str, Any] | None:
@@ -67,7 +82,8 @@ def dataset_tokenizer(meta: dict[str, Any]) -> dict[str, Any] | None:
 
 class SequentialRecommender(nn.Module):
     """``score(user, item) = <h_user, e_item>`` with ``e = item_encoder(content)`` and ``h`` the user
-    encoder's hidden state at the last position of the user's history."""
+    encoder's hidden state at the last position of the user's history (with side features, both pass
+    through their ``FeatureFusion``; with a UEP head, items are scored through it)."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -80,10 +96,31 @@ class SequentialRecommender(nn.Module):
             dict(config.user_encoder_config),
         )  # fmt: skip
         self.nid_classifier = nn.Linear(config.d_model, 3) if config.nid_head else None
+        if config.uep_head and config.n_items < 1:
+            raise ValueError("uep_head needs n_items (the catalogue it scores), set from the dataset")
+        self.uep_head = nn.Linear(config.d_model, config.n_items + 1) if config.uep_head else None
+        self.features = None
+        if config.user_features or config.item_features:
+            self.features = SideFeatures(config.user_features, config.item_features, config.feature_vocab,
+                                         config.d_model, config.feature_dim)  # fmt: skip
+        self.frozen_modules: list[str] = []
 
     def encode_items(self, items: ItemBatch) -> torch.Tensor:
         """``[U, d]`` vectors of distinct items."""
-        return self.item_encoder(items)
+        return self.with_item_features(self.item_encoder(items), items.item_ids)
+
+    def with_item_features(self, vectors: torch.Tensor, item_ids: torch.Tensor) -> torch.Tensor:
+        """Item encoder vectors ``[U, d]`` of ``item_ids [U]`` fused with the items' side features (as they
+        are when the model has no item features)."""
+        if self.features is None or self.features.item is None:
+            return vectors
+        return self.features.item(vectors, item_ids)
+
+    def attach_features(self, dataset) -> None:
+        """Read the side-feature values this model uses from a ``PreparedDataset`` (no-op without
+        features); raises ``FeatureError`` when the dataset lacks one of them."""
+        if self.features is not None:
+            self.features.attach(dataset)
 
     def user_states(
         self,
@@ -93,7 +130,53 @@ class SequentialRecommender(nn.Module):
         masked: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Hidden states ``[B, L, d]`` of left-padded sequences of item vectors ``[B, L, d]``."""
-        return self.user_encoder(item_vectors, valid, user_ids=user_ids, masked=masked)
+        states = self.user_encoder(item_vectors, valid, user_ids=user_ids, masked=masked)
+        if self.features is None or self.features.user is None:
+            return states
+        if user_ids is None:
+            raise ValueError("a model with user features needs the user_ids of the sequences")
+        return self.features.user(states, user_ids)
+
+    # -- scoring for evaluation ----------------------------------------------------------------------
+    def ranking_items(self, item_table: torch.Tensor) -> torch.Tensor:
+        """The rows items are ranked by, ``[n_items + 1, d']`` from the item vectors ``[n_items + 1, d]``:
+        the vectors themselves, or with a UEP head (a stage-1 model) its rows ``[W^U_i ; b^U_i]``, so
+        that ``<[h ; 1], row_i>`` is eq. 8's logit before the ReLU (the same order as eq. 8's
+        probabilities, with the ties ReLU makes among negative logits broken by the logit)."""
+        if self.uep_head is None:
+            return item_table
+        return torch.cat([self.uep_head.weight, self.uep_head.bias[:, None]], dim=1).float()
+
+    def ranking_users(self, user_vectors: torch.Tensor) -> torch.Tensor:
+        """User vectors ``[B, d]`` as ``ranking_items`` expects them (``[h ; 1]`` with a UEP head)."""
+        if self.uep_head is None:
+            return user_vectors
+        return torch.cat([user_vectors, user_vectors.new_ones(user_vectors.shape[0], 1)], dim=1)
+
+    # -- freezing whole parts for a training stage ---------------------------------------------------
+    def freeze(self, parts: tuple[str, ...] | list[str]) -> None:
+        """Stop training ``parts`` (``FREEZABLE``): their parameters no longer require gradients (so an
+        optimizer built afterwards never holds them) and every module whose parameters are then all
+        frozen stays in eval mode (no dropout), whatever ``train()`` says. TransRec stage 1 freezes
+        ``modality_encoders``: the pretrained backbones (``item_encoder.modality_parameters()``)."""
+        unknown = sorted(set(parts) - set(FREEZABLE))
+        if unknown:
+            raise ValueError(f"cannot freeze {unknown}; parts are {', '.join(FREEZABLE)}")
+        for part in parts:
+            if part == "modality_encoders":
+                params = self.item_encoder.modality_parameters()
+            else:
+                params = list(getattr(self, part).parameters())
+            for param in params:
+                param.requires_grad_(False)
+        self.frozen_modules = _fully_frozen(self)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> SequentialRecommender:
+        super().train(mode)
+        for name in self.frozen_modules:
+            nn.Module.train(self.get_submodule(name), False)  # the base method: "" (all) must not recurse
+        return self
 
     # -- checkpoints -------------------------------------------------------------------------------
     def save_pretrained(self, directory: str | Path, extra_files: dict[str, bytes] | None = None) -> Path:
@@ -119,6 +202,21 @@ class SequentialRecommender(nn.Module):
         state = load_file(str(directory / WEIGHTS_FILE), device=str(map_location))
         model.load_state_dict(state, strict=True)
         return model.to(map_location)
+
+
+#: What ``SequentialRecommender.freeze`` accepts.
+FREEZABLE = ("modality_encoders", "item_encoder", "user_encoder")
+
+
+def _fully_frozen(module: nn.Module, prefix: str = "") -> list[str]:
+    """Names of the largest submodules whose parameters are all frozen ("" is ``module`` itself)."""
+    params = list(module.parameters())
+    if params and not any(p.requires_grad for p in params):
+        return [prefix]
+    names = []
+    for name, child in module.named_children():
+        names += _fully_frozen(child, f"{prefix}.{name}" if prefix else name)
+    return names
 
 
 def read_model_config(directory: str | Path) -> ModelConfig:

@@ -23,8 +23,10 @@ from torch.utils.data import DataLoader, Dataset
 from transrec.data.item_content import ItemBatch, ItemContent
 from transrec.data.prepared import PreparedDataset
 
-Mode = Literal["s2s", "s2o", "masked"]
-MODES = ("s2s", "s2o", "masked")
+Mode = Literal["s2s", "s2o", "masked", "cpc"]
+MODES = ("s2s", "s2o", "masked", "cpc")
+#: The item slots of an example; a batch lists the distinct items of those present once.
+SLOTS = ("inputs", "targets", "negatives", "positives")
 
 # Separate random streams so that, e.g., changing the user fraction never changes the negatives.
 _SUBSET, _EXAMPLE, _SHUFFLE = 0, 1, 2
@@ -77,14 +79,16 @@ class SequenceTrainingData(Dataset):
         max_len: window length L. s2s/s2o use the most recent ``max_len + 1`` training items
             (inputs ``items[:-1]``, targets ``items[1:]``); masked uses the most recent ``max_len``.
         mode: ``s2s`` (a target at every position), ``s2o`` (target only at the last position, NineRec
-            S2O) or ``masked`` (BERT4Rec: targets at masked positions only).
+            S2O), ``masked`` (BERT4Rec: targets at masked positions only) or ``cpc`` (TransRec eq. 10:
+            the last ``positives`` training items are the positives of the ``max_len`` items before them).
         n_negatives: k uniform negatives per target position, never an item of the user's training
-            sequence (MoRec: k=1). 0 for in-batch or full-softmax training.
+            sequence (MoRec: k=1). 0 for in-batch or full-softmax training. In cpc mode, j per user.
         content: item content gathered per batch by the collate function (None: ID models).
         seed: base seed of the user subset, shuffling, negatives and masks.
         mask_prob: probability that a real position is masked (masked mode; at least one per window).
         user_fraction: keep this fraction of the users (TransRec 4.3 data scaling). The subset is a
             prefix of one seeded permutation, so a smaller fraction is contained in a larger one.
+        positives: l, the positives per user in cpc mode (TransRec: 5).
 
     Users with fewer than 2 training interactions have no window (no input/target pair) and are skipped.
     """
@@ -99,11 +103,14 @@ class SequenceTrainingData(Dataset):
         seed: int,
         mask_prob: float = 0.2,
         user_fraction: float = 1.0,
+        positives: int = 5,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if max_len < 1 or n_negatives < 0:
             raise ValueError("max_len must be >= 1 and n_negatives >= 0")
+        if mode == "cpc" and positives < 1:
+            raise ValueError("cpc mode needs positives >= 1")
         if not 0.0 < mask_prob <= 1.0 or not 0.0 < user_fraction <= 1.0:
             raise ValueError("mask_prob and user_fraction must be within (0, 1]")
         split = dataset.split
@@ -113,6 +120,7 @@ class SequenceTrainingData(Dataset):
         self.n_items = dataset.n_items
         self.max_len, self.mode, self.n_negatives = max_len, mode, n_negatives
         self.content, self.seed, self.mask_prob = content, seed, mask_prob
+        self.positives = positives
         self.epoch = 0
         eligible = np.flatnonzero(self.train_ends - self.starts >= 2)
         if user_fraction < 1.0:
@@ -135,12 +143,14 @@ class SequenceTrainingData(Dataset):
         ``negatives`` [L, k] (0 wherever the target is 0), ``valid`` [L] bool (real positions, masked
         ones included), ``masked`` [L] bool, ``history`` (sorted distinct training items of the user).
         In masked mode the input at a masked position is 0, so an encoder that forgot the mask would
-        see a zero vector, never the answer.
+        see a zero vector, never the answer. cpc mode: see ``_cpc_window``.
         """
         user = int(self.users[index])
         train = np.asarray(self.items[self.starts[user] : self.train_ends[user]], dtype=np.int64)
         history = np.unique(train)
         rng = np.random.default_rng([self.seed, _EXAMPLE, self.epoch, user])
+        if self.mode == "cpc":
+            return self._cpc_window(user, train, history, rng)
         length = self.max_len
         if self.mode == "masked":
             window = train[-length:]
@@ -174,16 +184,40 @@ class SequenceTrainingData(Dataset):
             "history": history,
         }
 
+    def _cpc_window(
+        self, user: int, train: np.ndarray, history: np.ndarray, rng: np.random.Generator
+    ) -> dict[str, Any]:
+        """TransRec eq. 10's split of a training sequence C = C^u + C^e: ``positives`` [l] the last
+        l' = min(l, len - 1) items, right-padded with 0 (at least one item stays an input);
+        ``inputs`` [L] the ``max_len`` items before them, left-padded; ``negatives`` [j] uniform
+        outside the user's training items; ``valid`` [L] the real inputs; ``masked`` [L] all False."""
+        count = min(self.positives, len(train) - 1)
+        positives = np.zeros(self.positives, dtype=np.int64)
+        positives[:count] = train[len(train) - count :]
+        inputs = _left_pad(train[: len(train) - count][-self.max_len :], self.max_len)
+        negatives = sample_uniform_excluding(rng, self.n_items, history, (self.n_negatives,))
+        return {
+            "user_id": user,
+            "inputs": inputs,
+            "positives": positives,
+            "negatives": negatives,
+            "valid": inputs != 0,
+            "masked": np.zeros(self.max_len, dtype=bool),
+            "history": history,
+        }
+
 
 class CollateSequences:
     """Builds a batch from windows; a plain class so DataLoader workers can pickle it.
 
     The batch (a dict; B users, L positions, k negatives, U distinct items):
         inputs, targets: long [B, L] (targets 0 = no loss); negatives: long [B, L, k];
+        (cpc windows: no targets; positives: long [B, l], 0 = none; negatives: long [B, j]);
         valid, masked: bool [B, L]; user_ids: long [B];
         unique_items: long [U], sorted distinct non-zero items of inputs, targets and negatives;
-        inputs_inv, targets_inv: long [B, L], negatives_inv: long [B, L, k]: positions into
-            ``unique_items``, -1 where the item index is 0 (what ``encode_sequences`` expects);
+        inputs_inv, targets_inv: long [B, L], negatives_inv: long [B, L, k] (and positives_inv):
+            positions into ``unique_items``, -1 where the item index is 0 (what ``encode_sequences``
+            expects);
         in_history: bool [B, U], True where unique_items[j] is in user b's training sequence (the
             false negatives of in-batch softmax, PMMRec eq. 5);
         histories: long [B, H], each user's training sequence right-padded with 0; only with
@@ -196,30 +230,23 @@ class CollateSequences:
         self.with_histories = with_histories
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
-        inputs = np.stack([e["inputs"] for e in examples])
-        targets = np.stack([e["targets"] for e in examples])
-        negatives = np.stack([e["negatives"] for e in examples])
-        every = np.concatenate([inputs.ravel(), targets.ravel(), negatives.ravel()])
-        unique = np.unique(every)
+        slots = {key: np.stack([e[key] for e in examples]) for key in SLOTS if key in examples[0]}
+        unique = np.unique(np.concatenate([values.ravel() for values in slots.values()]))
         unique = unique[unique != 0]
 
         def inverse(values: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(np.where(values == 0, -1, np.searchsorted(unique, values)))
 
-        batch: dict[str, Any] = {
-            "inputs": torch.from_numpy(inputs),
-            "targets": torch.from_numpy(targets),
-            "negatives": torch.from_numpy(negatives),
+        batch: dict[str, Any] = {key: torch.from_numpy(values) for key, values in slots.items()}
+        batch.update({
             "valid": torch.from_numpy(np.stack([e["valid"] for e in examples])),
             "masked": torch.from_numpy(np.stack([e["masked"] for e in examples])),
             "user_ids": torch.tensor([e["user_id"] for e in examples], dtype=torch.long),
             "unique_items": torch.from_numpy(unique),
-            "inputs_inv": inverse(inputs),
-            "targets_inv": inverse(targets),
-            "negatives_inv": inverse(negatives),
+            **{f"{key}_inv": inverse(values) for key, values in slots.items()},
             "in_history": torch.from_numpy(self._membership([e["history"] for e in examples], unique)),
             "items": None,
-        }
+        })  # fmt: skip
         if self.with_histories:
             batch["histories"] = torch.from_numpy(_pad_right([e["history"] for e in examples]))
         if self.content is not None:

@@ -178,7 +178,8 @@ def evaluate_checkpoint(
 ) -> dict[str, float]:
     """Full-ranking metrics of a saved model on a prepared dataset: the source's own test set, or another
     platform's (zero-shot transfer: no weight is updated). Raises TransferError when the model cannot
-    apply to that dataset (ID items of another catalogue, text tokenised otherwise)."""
+    apply to that dataset (ID items or a UEP head of another catalogue, text tokenised otherwise), and
+    ``FeatureError`` when the dataset lacks a side feature the model uses."""
     from transrec.data.item_content import ItemContent
     from transrec.evaluation.model_eval import evaluate_model
 
@@ -189,6 +190,12 @@ def evaluate_checkpoint(
             f"{checkpoint} scores the item IDs of another catalogue ({model.config.n_items} items, "
             f"{data.path} has {data.n_items}); an ID model cannot be applied to a new platform"
         )
+    if model.uep_head is not None and model.config.n_items != data.n_items:
+        raise TransferError(
+            f"{checkpoint} ranks through a UEP head over another catalogue ({model.config.n_items} items, "
+            f"{data.path} has {data.n_items}); evaluate the stage-2 model, or train one from it"
+        )
+    model.attach_features(data)
     if model.item_encoder.needs_text:
         check_tokenizer(model.config, data, checkpoint)
     content = ItemContent(data, text=model.item_encoder.needs_text, image=model.item_encoder.needs_image)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from transrec.models.recommender import ModelConfig
+from transrec.models.recommender import FREEZABLE, ModelConfig
 
 
 @dataclass
@@ -54,6 +54,26 @@ class PMMRecLossConfig:
 
 
 @dataclass
+class CPCConfig:
+    """The ``cpc`` objective (TransRec stage 2, eq. 10): per user and epoch, the user vector after the
+    first n items of the training sequence against its last ``positives`` items and ``negatives`` items
+    sampled uniformly outside the user's training sequence.
+
+    Args:
+        positives: l, the most recent training items used as positives (paper: 5); a user with fewer
+            than l + 1 training items keeps at least one input item and has fewer positives.
+        negatives: j, sampled negatives per user (paper: 4).
+    """
+
+    positives: int = 5
+    negatives: int = 4
+
+    def __post_init__(self) -> None:
+        if self.positives < 1 or self.negatives < 1:
+            raise ValueError("cpc needs positives >= 1 and negatives >= 1")
+
+
+@dataclass
 class TrainConfig:
     """One run: data, model, objective, optimisation, evaluation, transfer.
 
@@ -66,8 +86,16 @@ class TrainConfig:
         objective: ``bce`` (sampled negatives), ``inbatch`` (softmax over the batch's distinct items,
             false negatives masked), ``full_softmax`` (over the whole catalogue) or ``pmmrec`` (PMMRec's
             DAP + cross-modal + NID + RCL, weighted by ``pmmrec``; needs the ``mm`` item encoder and
-            ``model.nid_head`` for NID).
+            ``model.nid_head`` for NID), ``uep`` (TransRec stage 1, eq. 8-9: softmax over the catalogue
+            through ``model.uep_head``, s2s or s2o) or ``cpc`` (TransRec stage 2, eq. 10: see ``cpc``;
+            mode s2o, the user vector being the last state of the first n items).
         pmmrec: the ``pmmrec`` objective's weights and settings.
+        cpc: the ``cpc`` objective's l positives and j negatives.
+        frozen: parts of the model that do not train in this run (``models.recommender.FREEZABLE``):
+            ``modality_encoders`` (the pretrained text/image backbones; the DT layers above them still
+            train), ``item_encoder`` (all of it), ``user_encoder``. TransRec stage 1 freezes
+            ``modality_encoders``. Frozen parameters are left out of the optimizer and frozen modules
+            run in eval mode.
         n_negatives: sampled negatives per position for ``bce`` (papers: 1).
         logq: popularity (logQ) correction of in-batch logits.
         temperature: softmax temperature of ``inbatch``.
@@ -104,8 +132,10 @@ class TrainConfig:
     output_dir: str
     model: ModelConfig = field(default_factory=ModelConfig)
     mode: Literal["s2s", "s2o", "masked"] = "s2s"
-    objective: Literal["bce", "inbatch", "full_softmax", "pmmrec"] = "bce"
+    objective: Literal["bce", "inbatch", "full_softmax", "pmmrec", "uep", "cpc"] = "bce"
     pmmrec: PMMRecLossConfig = field(default_factory=PMMRecLossConfig)
+    cpc: CPCConfig = field(default_factory=CPCConfig)
+    frozen: tuple[str, ...] = ()
     n_negatives: int = 1
     logq: bool = False
     temperature: float = 1.0
@@ -136,6 +166,13 @@ class TrainConfig:
             raise ValueError("user_fraction must be in (0, 1]")
         if self.objective == "pmmrec" and self.mode != "s2s":
             raise ValueError("the pmmrec objective trains next-item prediction: use mode s2s")
+        if self.objective == "uep" and self.mode not in ("s2s", "s2o"):
+            raise ValueError("the uep objective predicts the next item left to right: use mode s2s or s2o")
+        if self.objective == "cpc" and self.mode != "s2o":
+            raise ValueError("the cpc objective scores one user vector, the last state: use mode s2o")
+        unknown = sorted(set(self.frozen) - set(FREEZABLE))
+        if unknown:
+            raise ValueError(f"frozen: unknown part(s) {unknown}; parts are {', '.join(FREEZABLE)}")
         if self.objective == "bce" and self.n_negatives < 1:
             raise ValueError("bce needs n_negatives >= 1")
         if self.mode == "masked" and self.objective == "bce" and self.n_negatives < 1:

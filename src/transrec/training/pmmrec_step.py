@@ -28,7 +28,7 @@ def pmmrec_loss(model, batch: dict, config: PMMRecLossConfig) -> torch.Tensor:
         raise ValueError("the pmmrec NID term needs model.nid_head: true (or set pmmrec.nid=0)")
     if needs_modalities:
         encoded = model.item_encoder.encode(batch["items"])
-        vectors = encoded["item"]
+        vectors = model.with_item_features(encoded["item"], batch["items"].item_ids)
     else:
         vectors = model.encode_items(batch["items"])
     table = torch.cat([vectors.new_zeros(1, vectors.shape[1]), vectors])  # row 0: padding

@@ -1,5 +1,6 @@
 """One training step's loss: encode the batch's distinct items once, run the user encoder, apply the
-objective of the run (BCE with sampled negatives, in-batch softmax, or full softmax)."""
+objective of the run (BCE with sampled negatives, in-batch softmax, or full softmax; PMMRec's and
+TransRec's objectives live in ``pmmrec_step`` and ``transrec_step``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from transrec.training import losses
 from transrec.training.batches import batch_to, training_item_counts
 from transrec.training.config import TrainConfig
 from transrec.training.pmmrec_step import pmmrec_loss
+from transrec.training.transrec_step import cpc_step_loss, uep_step_loss
 from transrec.utils.distributed import DistributedContext, gather_rows
 
 
@@ -31,6 +33,10 @@ class TrainingObjective:
             return pmmrec_loss(model, batch, self.config.pmmrec)
         if self.config.reference_path:
             return self.reference_loss(model, batch)
+        if self.config.objective == "uep":
+            return uep_step_loss(model, batch)
+        if self.config.objective == "cpc":
+            return cpc_step_loss(model, batch)
         vectors = model.encode_items(batch["items"])  # [U, d], each distinct item once
         table = torch.cat([vectors.new_zeros(1, vectors.shape[1]), vectors])  # row 0: padding
         masked = batch["masked"] if self.config.mode == "masked" else None

@@ -36,6 +36,7 @@ from transrec.models.recommender import (
     dataset_tokenizer,
     read_model_config,
 )
+from transrec.models.side_features import feature_vocabularies
 from transrec.training.batches import SequenceTrainingData, make_loader
 from transrec.training.checkpoint import check_tokenizer, load_components, load_last, save_last
 from transrec.training.config import OptimConfig, TrainConfig
@@ -163,7 +164,9 @@ def _train(config: TrainConfig, ctx: DistributedContext, progress: bool, hook: H
     dataset = PreparedDataset(config.dataset)
     tokenizer = dataset_tokenizer(dataset.meta)
     sizes = {"n_items": dataset.n_items, "n_users": dataset.n_users}
-    model_config = replace(config.model, **sizes, tokenizer=tokenizer)
+    vocab = feature_vocabularies(dataset.meta, config.model.user_features, config.model.item_features,
+                                 dataset.path)  # fmt: skip
+    model_config = replace(config.model, **sizes, tokenizer=tokenizer, feature_vocab=vocab)
     if main:
         atomic_write_text(out / "config.yaml", dump_yaml(replace(config, model=model_config)))
 
@@ -176,6 +179,8 @@ def _train(config: TrainConfig, ctx: DistributedContext, progress: bool, hook: H
             check_tokenizer(read_model_config(config.init_checkpoint), dataset, config.init_checkpoint)
         _log(progress, f"loaded {', '.join(f'{c} ({len(k)} tensors)' for c, k in loaded.items())} "
                        f"from {config.init_checkpoint}")  # fmt: skip
+    model.attach_features(dataset)
+    model.freeze(config.frozen)  # before the optimizer, which then never holds the frozen parameters
     optimizer = build_optimizer(model, config.optim)
 
     state = {"epoch": 0, "step": 0, "best": -1.0, "best_epoch": -1, "best_valid": {}, "bad_epochs": 0,
@@ -191,8 +196,9 @@ def _train(config: TrainConfig, ctx: DistributedContext, progress: bool, hook: H
     data = SequenceTrainingData(
         dataset,
         max_len=model_config.max_len,
-        mode=config.mode,
-        n_negatives=config.n_negatives if config.objective == "bce" else 0,
+        mode="cpc" if config.objective == "cpc" else config.mode,
+        n_negatives={"bce": config.n_negatives, "cpc": config.cpc.negatives}.get(config.objective, 0),
+        positives=config.cpc.positives,
         content=content,
         seed=config.seed,
         mask_prob=config.mask_prob,
