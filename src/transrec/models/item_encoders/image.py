@@ -11,6 +11,7 @@ Backbones: ``efficientnet-lite0`` (packaged ImageNet weights, plain torch) or a 
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,6 +196,9 @@ class ImageEncoder(ItemEncoder):
         self.config = config or ImageEncoderConfig()
         self.trunk_store: TrunkStore | None = None
         self._pixel_shape: tuple[int, ...] = ()
+        # What a freeze=all cache holds: the pooled features (``forward``), or the token states
+        # (``tokens``) for an owner that fuses tokens (the mm encoder sets it before building).
+        self.cache_tokens = False
         features, self.image_size, (mean, std) = load_image_backbone(self.config)
         probe = self.image_size or 32
         width = probe_width(features, lambda: features(torch.zeros(1, 3, probe, probe)))
@@ -215,8 +219,7 @@ class ImageEncoder(ItemEncoder):
             x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         return (x - self.mean) / self.std
 
-    def forward(self, items: ItemBatch) -> torch.Tensor:
-        """``[U, d]`` vectors for ``U`` distinct items that all have an image."""
+    def _check_images(self, items: ItemBatch) -> None:
         if items.images is None and self.trunk_store is None:
             raise ValueError("the image encoder needs images: load the item content with image=True")
         missing = int((~items.has_image).sum())
@@ -225,18 +228,48 @@ class ImageEncoder(ItemEncoder):
                 f"{missing} of {len(items)} items have no image; the image encoder needs an image for every "
                 "item (the mom encoder routes text-only items to a text encoder)"
             )
+
+    def _cached_trunk(self, items: ItemBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """The cached trunk of these items, and the pixels a replay feeds the backbone: only the layers
+        before the first block (a stem or patch embedding) see them, and their output is replaced by
+        the cache, so zeros of the right shape spare loading the images."""
+        assert self.trunk_store is not None
+        device = self.head.layers[0].weight.device
+        cached = self.trunk_store.gather(items.item_ids, device)
+        return cached, torch.zeros((len(items), *self._pixel_shape), device=device)
+
+    def forward(self, items: ItemBatch) -> torch.Tensor:
+        """``[U, d]`` vectors for ``U`` distinct items that all have an image."""
+        self._check_images(items)
         if len(items) == 0:
             return self.head.layers[0].weight.new_zeros(0, self.d_model)
         if self.trunk_store is None:
             return self.head(self.backbone(self.pixels(items.images)))
-        device = self.head.layers[0].weight.device
-        cached = self.trunk_store.gather(items.item_ids, device)
+        if self.config.freeze == "all" and self.cache_tokens:
+            raise ValueError("this frozen-trunk cache holds token states (for the mm encoder); use tokens()")
+        cached, pixels = self._cached_trunk(items)
         if self.config.freeze == "all":
             return self.head(cached)
-        # Only the layers before the first block (a stem or patch embedding) see these pixels, and
-        # their output is replaced by the cache: zeros of the right shape spare loading the images.
-        pixels = torch.zeros((len(items), *self._pixel_shape), device=device)
         return self.head(self.backbone(pixels, trunk=cached))
+
+    def tokens(self, items: ItemBatch) -> torch.Tensor:
+        """The backbone's last token states ``[U, Q, F]`` (a CNN's final feature map flattened; no DT
+        layer), which the mm encoder fuses. Read from the trunk cache when there is one; under
+        ``freeze: all`` that needs a cache built with ``cache_tokens``."""
+        self._check_images(items)
+        features = self.backbone.model
+        if self.trunk_store is None:
+            frozen = torch.no_grad() if self.config.freeze == "all" else contextlib.nullcontext()
+            with frozen:
+                return features.tokens(self.pixels(items.images))
+        if self.config.freeze == "all":
+            if not self.cache_tokens:
+                raise ValueError("this frozen-trunk cache holds pooled features; build it with cache_tokens")
+            return self.trunk_store.gather(items.item_ids, self.head.layers[0].weight.device)
+        cached, pixels = self._cached_trunk(items)
+        assert self.backbone.trunk is not None
+        with self.backbone.trunk.replay(cached):  # the same block input as forward's: one cache serves both
+            return features.tokens(pixels)
 
     @property
     def has_frozen_trunk(self) -> bool:
@@ -250,7 +283,9 @@ class ImageEncoder(ItemEncoder):
     def _build_trunk_cache(
         self, content: ItemContent, item_ids: torch.Tensor | None, options: CacheOptions
     ) -> int:
-        """Cache the features where the trunk ends (see ``trunk_cache``) for every item with an image."""
+        """Cache the features where the trunk ends (see ``trunk_cache``; under ``freeze: all`` the
+        token states instead of the pooled features when ``cache_tokens`` is set) for every item with an
+        image."""
         self.trunk_store = None
         if not self.has_frozen_trunk:
             return 0
@@ -264,7 +299,7 @@ class ImageEncoder(ItemEncoder):
             pixels = self.pixels(torch.from_numpy(content.store.batch(chunk.tolist())).to(options.device))
             self._pixel_shape = tuple(pixels.shape[1:])
             if self.config.freeze == "all":
-                return self.backbone(pixels)
+                return self.backbone.model.tokens(pixels) if self.cache_tokens else self.backbone(pixels)
             return self.backbone.trunk.capture(pixels)
 
         self.trunk_store = fill_store(content.n_items, item_ids, compute, options, options.batch_size or 64)

@@ -14,22 +14,30 @@ Fusions (``fusion``):
 encoder's pooling, ``cls`` being PMMRec's ``t^cls``; the image's first token, or a CNN's mean), which
 the cross-modal objectives of PMMRec align (``training.pmmrec_objectives``); ``sum`` and ``concat``
 fuse these two.
+
+Frozen-trunk cache (``trunk_cache``): each side whose backbone has a frozen part (``freeze: top_k`` or
+``all``) caches it through its own encoder, over the items that have both modalities. The text side
+caches as the ``text`` encoder does (its ``all`` boundary, the last token states, is what the fusion
+reads); the image side's ``all`` boundary moves from the pooled features to the token states
+(``ImageEncoder.cache_tokens``), since merge attention reads the patches or feature-map cells.
 """
 
 from __future__ import annotations
 
-import contextlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from transrec.data.item_content import ItemBatch
+from transrec.data.item_content import ItemBatch, ItemContent
+from transrec.data.prepared import IMAGE, TEXT
 from transrec.models.item_encoders import ITEM_ENCODERS
 from transrec.models.item_encoders.base import ItemEncoder
 from transrec.models.item_encoders.image import ImageEncoder, ImageEncoderConfig
 from transrec.models.item_encoders.text import TextEncoder, TextEncoderConfig, masked_mean
+from transrec.models.item_encoders.trunk_cache import CacheOptions
 
 TEXT_TYPE, IMAGE_TYPE, CLS_TYPE = 0, 1, 2
 
@@ -73,6 +81,7 @@ class MultimodalEncoder(ItemEncoder):
         self.config = config or MultimodalEncoderConfig()
         self.text = TextEncoder(d_model, self.config.text)
         self.image = ImageEncoder(d_model, self.config.image)
+        self.image.cache_tokens = True  # encode reads the image tokens, never the pooled features
         if self.config.fusion == "merge_attention":
             if d_model % self.config.fusion_heads:
                 raise ValueError(f"fusion_heads={self.config.fusion_heads} does not divide d_model={d_model}")
@@ -90,6 +99,28 @@ class MultimodalEncoder(ItemEncoder):
     def modality_parameters(self) -> list[nn.Parameter]:
         return self.text.modality_parameters() + self.image.modality_parameters()
 
+    @property
+    def has_frozen_trunk(self) -> bool:
+        return self.text.has_frozen_trunk or self.image.has_frozen_trunk
+
+    @property
+    def reads_pixels(self) -> bool:
+        return self.image.reads_pixels
+
+    def _build_trunk_cache(
+        self, content: ItemContent, item_ids: torch.Tensor | None, options: CacheOptions
+    ) -> int:
+        """Cache each side's frozen trunk over the items with both modalities (the only ones ``encode``
+        accepts); returns the number of items with a cached trunk."""
+        ids = torch.arange(1, content.n_items + 1) if item_ids is None else item_ids[item_ids > 0]
+        both = TEXT | IMAGE
+        ids = ids[(content.modality[ids] & both) == both]
+        counts = []
+        for encoder, part in ((self.text, "text"), (self.image, "image")):
+            where = None if options.directory is None else Path(options.directory) / part
+            counts.append(encoder._build_trunk_cache(content, ids, replace(options, directory=where)))
+        return max(counts)
+
     def forward(self, items: ItemBatch) -> torch.Tensor:
         return self.encode(items)["item"]
 
@@ -102,7 +133,7 @@ class MultimodalEncoder(ItemEncoder):
                 "(use the mom encoder for items with one modality)"
             )
         text_states, text_mask = self.text.token_states(items)
-        image_states = self._image_tokens(items)
+        image_states = self.image.tokens(items)
         text_pooled = self._pool_text(text_states, text_mask)
         image_pooled = image_states.mean(1) if self.image.config.pooling == "mean" else image_states[:, 0]
         out = {"text_cls": self.text.head(text_pooled), "image_cls": self.image.head(image_pooled)}
@@ -122,14 +153,6 @@ class MultimodalEncoder(ItemEncoder):
         if self.text.pooling is not None:
             return self.text.pooling(states, mask)
         return masked_mean(states, mask)
-
-    def _image_tokens(self, items: ItemBatch) -> torch.Tensor:
-        if items.images is None:
-            raise ValueError("the mm encoder needs images: load the item content with image=True")
-        backbone = self.image.backbone
-        frozen = torch.no_grad() if backbone.freeze == "all" else contextlib.nullcontext()
-        with frozen:
-            return backbone.model.tokens(self.image.pixels(items.images))
 
     def _merge_attention(self, text: torch.Tensor, mask: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         count, device = text.shape[0], text.device

@@ -1,0 +1,47 @@
+"""PMMRec pre-training with the mm encoder's frozen-trunk cache trains the same model as without it."""
+
+import json
+
+import pytest
+
+from transrec.data.prepare import PrepareConfig, prepare
+from transrec.data.synthetic import SyntheticWorldConfig, make_world
+from transrec.models.item_encoders.multimodal import pmmrec_tiny
+from transrec.models.recommender import ModelConfig
+from transrec.training.config import OptimConfig, TrainConfig
+from transrec.training.trainer import train
+
+VOCAB = 200
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    world = make_world(SyntheticWorldConfig.tiny(seed=4, text_only_fraction=0.0, image_only_fraction=0.0))
+    prep = PrepareConfig(user_k=3, item_k=3, image_size=32, image_format="raw", hash_vocab_size=VOCAB)
+    return prepare(world.source, prep, tmp_path_factory.mktemp("pmmrec_cache") / "source", progress=False)
+
+
+def losses(out) -> list[float]:
+    return [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_pmmrec_pretraining_with_the_trunk_cache_gives_the_uncached_metrics(source, tmp_path):
+    # The text trunk ends below its top block, the all-frozen image trunk at its patch tokens.
+    items = pmmrec_tiny(vocab_size=VOCAB)
+    items["text"].update(freeze="top_k", trainable_blocks=1)
+    items["image"].update(freeze="all")
+    model = ModelConfig(d_model=16, max_len=8, item_encoder="mm", item_encoder_config=items,
+                        user_encoder_config={"n_layers": 1, "n_heads": 2}, nid_head=True)  # fmt: skip
+    runs = {}
+    for cache in (True, False):
+        config = TrainConfig(dataset=str(source.path), output_dir=str(tmp_path / str(cache)), model=model,
+                             objective="pmmrec", epochs=2, batch_size=8, device="cpu", seed=0,
+                             collapse_factor=0.0, optim=OptimConfig(lr=3e-3, encoder_lr=1e-3),
+                             trunk_cache=cache)  # fmt: skip
+        runs[cache] = train(config, progress=False)
+    cached, plain = runs[True], runs[False]
+    assert cached.status == plain.status == "finished" and cached.best_epoch == plain.best_epoch
+    assert losses(tmp_path / "True") == pytest.approx(losses(tmp_path / "False"), rel=1e-5)
+    for key, value in plain.test.items():
+        assert cached.test[key] == pytest.approx(value, abs=1e-6), key
+    assert plain.test["NDCG@10"] > 0
