@@ -1,6 +1,7 @@
 """PMMRec pre-training (DAP + NICL + NID + RCL) then DAP-only fine-tuning through the trainer."""
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -65,3 +66,50 @@ def test_missing_pieces_are_named(platforms, tmp_path):
         train(run(source, tmp_path / "b", model=text), progress=False)
     with pytest.raises(ValueError, match="use mode s2s"):
         run(source, tmp_path / "c", mode="s2o")
+
+
+def _one_batch(dataset, config):
+    from transrec.data.item_content import ItemContent
+    from transrec.training.batches import SequenceTrainingData, make_loader
+
+    content = ItemContent(dataset, text=True, image=True)
+    data = SequenceTrainingData(dataset, max_len=config.model.max_len, mode="s2s", n_negatives=0,
+                                content=content, seed=0)  # fmt: skip
+    data.set_epoch(0)
+    return content, next(iter(make_loader(data, config.batch_size, True, 0, epoch=0)))
+
+
+@pytest.mark.parametrize("negatives", ["distinct", "slots"])
+def test_dap_negatives(platforms, tmp_path, negatives):
+    """``distinct``: DAP is the in-batch softmax over the batch's distinct items (the ``inbatch``
+    objective's loss on the same batch); ``slots``: eq. 5 over the other users' item slots."""
+    import torch
+
+    from transrec.models.recommender import SequentialRecommender
+    from transrec.training import pmmrec_objectives
+    from transrec.training.step import TrainingObjective
+
+    source, _ = platforms
+    dap = PMMRecLossConfig(contrastive=0.0, nid=0.0, rcl=0.0, dap_negatives=negatives)
+    config = run(source, tmp_path, nid_head=False, pmmrec=dap)
+    model_config = replace(config.model, n_items=source.n_items, n_users=source.n_users)
+    torch.manual_seed(0)
+    model = SequentialRecommender(model_config).eval()
+    content, batch = _one_batch(source, config)
+    loss = TrainingObjective(config, source, content, torch.device("cpu")).loss(model, batch)
+    vectors = model.encode_items(batch["items"])
+    table = torch.cat([vectors.new_zeros(1, vectors.shape[1]), vectors])
+    hidden = model.user_states(table[batch["inputs_inv"] + 1], batch["valid"], batch["user_ids"])
+    if negatives == "distinct":
+        as_inbatch = replace(config, objective="inbatch")
+        expected = TrainingObjective(as_inbatch, source, content, torch.device("cpu")).loss(model, batch)
+    else:
+        window = torch.cat([batch["inputs_inv"] + 1, batch["targets_inv"][:, -1:] + 1], dim=1)
+        valid = torch.cat([batch["valid"], batch["targets"][:, -1:] != 0], dim=1)
+        padded = torch.cat([hidden, hidden.new_zeros(hidden.shape[0], 1, hidden.shape[2])], dim=1)
+        expected = pmmrec_objectives.dap_loss(padded, table[window], valid, window)
+        # The literal form counts repeats: it differs from the distinct-item softmax.
+        distinct = TrainingObjective(replace(config, objective="inbatch"), source, content,
+                                     torch.device("cpu")).loss(model, batch)  # fmt: skip
+        assert not torch.allclose(loss, distinct)
+    torch.testing.assert_close(loss, expected)

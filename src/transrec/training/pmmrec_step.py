@@ -10,14 +10,26 @@ position; RCL (eq. 11) contrasts the mean of a user's states on the clean and th
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from transrec.training import pmmrec_objectives as objectives
 from transrec.training.config import PMMRecLossConfig
 
+#: ``inbatch(hidden, vectors, batch)``: the softmax over the batch's distinct items at every target.
+InBatchLoss = Callable[[torch.Tensor, torch.Tensor, dict], torch.Tensor]
 
-def pmmrec_loss(model, batch: dict, config: PMMRecLossConfig) -> torch.Tensor:
-    """The weighted sum of the four terms (a zero weight skips its term entirely)."""
+
+def pmmrec_loss(
+    model, batch: dict, config: PMMRecLossConfig, inbatch: InBatchLoss | None = None
+) -> torch.Tensor:
+    """The weighted sum of the four terms (a zero weight skips its term entirely).
+
+    DAP's negatives are the batch's *distinct* items outside the user's own sequence (``inbatch``,
+    ``TrainingObjective.inbatch_loss``: across processes under torchrun) when
+    ``config.dap_negatives == "distinct"``, or every item slot of the other users, repeats included, as
+    eq. 5 literally reads (``"slots"``)."""
     needs_modalities = config.contrastive > 0
     if needs_modalities and not hasattr(model.item_encoder, "encode"):
         raise ValueError(
@@ -40,7 +52,11 @@ def pmmrec_loss(model, batch: dict, config: PMMRecLossConfig) -> torch.Tensor:
     window = torch.cat([rows, last], dim=1)
     window_valid = torch.cat([valid, batch["targets"][:, -1:] != 0], dim=1)
     loss = hidden.new_zeros(())
-    if config.dap > 0:
+    if config.dap > 0 and config.dap_negatives == "distinct":
+        if inbatch is None:
+            raise ValueError("dap_negatives='distinct' needs the in-batch loss of the training objective")
+        loss = loss + config.dap * inbatch(hidden, vectors, batch)
+    elif config.dap > 0:
         padded_hidden = torch.cat([hidden, hidden.new_zeros(hidden.shape[0], 1, hidden.shape[2])], dim=1)
         loss = loss + config.dap * objectives.dap_loss(padded_hidden, table[window], window_valid, window)
     if needs_modalities:

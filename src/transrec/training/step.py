@@ -24,13 +24,13 @@ class TrainingObjective:
     ):
         self.config, self.content, self.device = config, content, device
         self.counts = None
-        if config.objective == "inbatch" and config.logq:
+        if config.objective in ("inbatch", "pmmrec") and config.logq:
             self.counts = torch.from_numpy(training_item_counts(dataset))
 
     def loss(self, model, batch: dict) -> torch.Tensor:
         batch = batch_to(batch, self.device, non_blocking=True)
         if self.config.objective == "pmmrec":
-            return pmmrec_loss(model, batch, self.config.pmmrec)
+            return pmmrec_loss(model, batch, self.config.pmmrec, self.inbatch_loss)
         if self.config.reference_path:
             return self.reference_loss(model, batch)
         if self.config.objective == "uep":
@@ -48,21 +48,28 @@ class TrainingObjective:
             return losses.bce_loss(
                 hidden, table[batch["targets_inv"] + 1], table[batch["negatives_inv"] + 1], at
             )
-        rows = at.nonzero(as_tuple=True)[0]
-        if objective == "inbatch" and DistributedContext.current().world_size > 1:
-            return self._inbatch_across_processes(hidden[at], vectors, batch, rows, targets[at])
         if objective == "inbatch":
-            log_q = (
-                None if self.counts is None else losses.log_q_from_counts(self.counts, batch["unique_items"])
-            )
-            return losses.inbatch_softmax_loss(
-                hidden[at], batch["targets_inv"][at], vectors, batch["in_history"][rows], log_q,
-                self.config.temperature,
-            )  # fmt: skip
+            return self.inbatch_loss(hidden, vectors, batch)
         all_items = torch.arange(1, self.content.n_items + 1)
         catalogue = model.encode_items(self.content.batch(all_items).to(self.device))
         catalogue = torch.cat([catalogue.new_zeros(1, catalogue.shape[1]), catalogue])
         return losses.full_softmax_loss(hidden[at], targets[at], catalogue)
+
+    def inbatch_loss(
+        self, hidden: torch.Tensor, vectors: torch.Tensor, batch: dict, temperature: float | None = None
+    ) -> torch.Tensor:
+        """Softmax over the batch's distinct items (every process's, under torchrun) at each position
+        with a target; the items of the user's own training sequence are not negatives."""
+        temperature = self.config.temperature if temperature is None else temperature
+        targets = batch["targets"]
+        at = targets != 0
+        rows = at.nonzero(as_tuple=True)[0]
+        if DistributedContext.current().world_size > 1:
+            return self._inbatch_across_processes(hidden[at], vectors, batch, rows, targets[at], temperature)
+        log_q = None if self.counts is None else losses.log_q_from_counts(self.counts, batch["unique_items"])
+        return losses.inbatch_softmax_loss(
+            hidden[at], batch["targets_inv"][at], vectors, batch["in_history"][rows], log_q, temperature
+        )
 
     def reference_loss(self, model, batch: dict) -> torch.Tensor:
         """BCE as the papers' code computes it, for benchmarks only (``reference_path``): every one of
@@ -82,7 +89,9 @@ class TrainingObjective:
             hidden, targets.view(*slots[1].shape, d), negatives.view(*slots[2].shape, d), at
         )
 
-    def _inbatch_across_processes(self, hidden, vectors, batch, rows, target_ids) -> torch.Tensor:
+    def _inbatch_across_processes(
+        self, hidden, vectors, batch, rows, target_ids, temperature
+    ) -> torch.Tensor:
         """In-batch softmax whose negatives are the distinct items of every process's batch. An item
         in several processes' batches appears once per process: its copies other than the target, and
         every item of the user's history, are masked as false negatives."""
@@ -94,7 +103,7 @@ class TrainingObjective:
         log_q = None if self.counts is None else losses.log_q_from_counts(self.counts, all_ids)
         return losses.inbatch_softmax_loss(
             hidden, batch["targets_inv"][batch["targets"] != 0] + offset, all_vectors, false_negatives, log_q,
-            self.config.temperature,
+            temperature,
         )  # fmt: skip
 
 
