@@ -3,7 +3,8 @@
 A run keeps two checkpoint directories (Hugging Face convention, never pickle):
 ``best/`` (``config.json`` + ``model.safetensors``, the model with the best validation NDCG@10) and
 ``last/`` (the same plus ``optimizer.safetensors`` and ``trainer_state.json``), rewritten atomically
-after every epoch, from which a killed run resumes.
+after every epoch, from which a killed run resumes. Both hold whole tensors, also when FSDP trained the
+model sharded (``model_state`` and ``optimizer_tensors`` gather them), so they load anywhere.
 
 Transfer loads a source checkpoint into a new model *by component* (``item_encoder``,
 ``user_encoder``): every key of a loaded component must match by name and shape, and a mismatch raises
@@ -18,15 +19,19 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+from torch import nn
 
+from transrec.config import to_dict
 from transrec.data.prepared import PreparedDataset
 from transrec.models.recommender import (
+    CONFIG_FILE,
     WEIGHTS_FILE,
     ModelConfig,
     SequentialRecommender,
     dataset_tokenizer,
     read_model_config,
 )
+from transrec.training.fsdp import sharded_like, whole
 from transrec.utils.io import atomic_directory
 
 OPTIMIZER_FILE = "optimizer.safetensors"
@@ -60,8 +65,37 @@ def check_tokenizer(source: ModelConfig, dataset: PreparedDataset, checkpoint: s
         )
 
 
-def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Split ``optimizer.state_dict()`` into tensors (for safetensors) and JSON-able metadata."""
+def model_state(model: nn.Module, keep: bool = True) -> dict[str, torch.Tensor]:
+    """``model.state_dict()`` as whole tensors on the CPU. Under FSDP every process must call this (each
+    tensor is gathered from its shards, one at a time); processes without ``keep`` get ``{}``."""
+    state = {}
+    for name, value in model.state_dict().items():
+        value = whole(value.detach())
+        if keep:
+            state[name] = value.contiguous().cpu()
+    return state
+
+
+def load_model_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load whole tensors (a checkpoint's) into ``model``, sharded by FSDP or not (no communication)."""
+    current = model.state_dict()
+    model.load_state_dict({k: sharded_like(v, current[k]) if k in current else v for k, v in state.items()})
+
+
+def save_model(directory: Path, config: ModelConfig, state: dict[str, torch.Tensor]) -> None:
+    """Write ``state`` (``model_state``) as ``SequentialRecommender.save_pretrained`` writes a model, so
+    that a model trained sharded saves in the same format, from one process."""
+    with atomic_directory(directory) as tmp:
+        (tmp / CONFIG_FILE).write_text(json.dumps(to_dict(config), indent=2) + "\n")
+        save_file(state, str(tmp / WEIGHTS_FILE))
+
+
+def optimizer_tensors(
+    optimizer: torch.optim.Optimizer, keep: bool = True
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split ``optimizer.state_dict()`` into whole tensors (for safetensors) and JSON-able metadata. Under
+    FSDP every process must call this (the moments are gathered); processes without ``keep`` get no
+    tensors."""
     state = optimizer.state_dict()
     tensors: dict[str, torch.Tensor] = {}
     meta: dict[str, Any] = {"param_groups": state["param_groups"], "state": {}}
@@ -69,7 +103,9 @@ def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch
         entry = {}
         for name, value in values.items():
             if torch.is_tensor(value):
-                tensors[f"{index}.{name}"] = value.detach().contiguous().cpu()
+                value = whole(value.detach())
+                if keep:
+                    tensors[f"{index}.{name}"] = value.contiguous().cpu()
                 entry[name] = "<tensor>"
             else:
                 entry[name] = value
@@ -78,31 +114,41 @@ def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch
 
 
 def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    """Load what ``optimizer_tensors`` saved; a sharded parameter's moments are cut to its shard."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
     state = {}
     for index, entry in meta["state"].items():
+        param = params[int(index)]
         state[int(index)] = {
-            name: tensors[f"{index}.{name}"] if value == "<tensor>" else value
+            name: sharded_like(tensors[f"{index}.{name}"], param) if value == "<tensor>" else value
             for name, value in entry.items()
         }
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
 def save_last(
-    directory: Path, model: SequentialRecommender, optimizer: torch.optim.Optimizer, trainer_state: dict
+    directory: Path,
+    config: ModelConfig,
+    weights: dict[str, torch.Tensor],
+    optimizer: tuple[dict[str, torch.Tensor], dict[str, Any]],
+    trainer_state: dict,
 ) -> None:
-    """Write ``last/`` atomically: model, optimizer state and the trainer's counters."""
-    tensors, meta = optimizer_tensors(optimizer)
+    """Write ``last/`` atomically: the model's weights (``model_state``), the optimizer state
+    (``optimizer_tensors``) and the trainer's counters."""
+    tensors, meta = optimizer
     with atomic_directory(directory) as tmp:
-        model.save_pretrained(tmp / "model")
+        save_model(tmp / "model", config, weights)
         save_file(tensors, str(tmp / OPTIMIZER_FILE))
         (tmp / STATE_FILE).write_text(json.dumps({"optimizer": meta, "trainer": trainer_state}, indent=1))
 
 
-def load_last(
-    directory: Path, model: SequentialRecommender, optimizer: torch.optim.Optimizer
-) -> dict[str, Any]:
-    """Restore model and optimizer from ``last/``; returns the trainer state saved with them."""
-    model.load_state_dict(load_file(str(directory / "model" / WEIGHTS_FILE)), strict=True)
+def load_last_weights(directory: Path, model: nn.Module) -> None:
+    """Restore the model's weights from ``last/``."""
+    load_model_state(model, load_file(str(directory / "model" / WEIGHTS_FILE)))
+
+
+def load_last_optimizer(directory: Path, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """Restore the optimizer state from ``last/``; returns the trainer state saved with it."""
     saved = json.loads((directory / STATE_FILE).read_text())
     restore_optimizer(optimizer, load_file(str(directory / OPTIMIZER_FILE)), saved["optimizer"])
     return saved["trainer"]

@@ -130,6 +130,11 @@ class TrainConfig:
         trunk_cache_max_memory_mb: a larger cache is memory-mapped from ``output_dir/trunk_cache``.
         precision: ``fp32``, ``bf16`` or ``fp16`` (CUDA; dynamic loss scale) autocast of training
             steps; weights, optimizer state and evaluation stay in float32 (``training.precision``).
+        parallel: how ``torchrun`` processes share the model: ``ddp`` (a whole replica each, gradients
+            averaged) or ``fsdp`` (FSDP2: each holds 1/N of every parameter, gradient and AdamW moment;
+            the item and user encoders are gathered whole one at a time for their forward and backward;
+            ``training.fsdp``). Checkpoints, evaluation, resuming and transfer are the same with both. In
+            a single process both mean plain training.
         reference_path: train as the papers' code does, for side-by-side benchmarks only: every item
             slot of a batch encoded, padding and repeats included, no trunk cache (BCE, s2s/s2o).
         collapse_grace: a run that has never been above that level is given this many epochs to rise
@@ -166,6 +171,7 @@ class TrainConfig:
     trunk_cache: bool = True
     reference_path: bool = False
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    parallel: Literal["ddp", "fsdp"] = "ddp"
     trunk_cache_max_memory_mb: float = 4096
     optim: OptimConfig = field(default_factory=OptimConfig)
 

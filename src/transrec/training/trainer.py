@@ -38,8 +38,19 @@ from transrec.models.recommender import (
 )
 from transrec.models.side_features import feature_vocabularies
 from transrec.training.batches import SequenceTrainingData, make_loader
-from transrec.training.checkpoint import check_tokenizer, load_components, load_last, save_last
+from transrec.training.checkpoint import (
+    check_tokenizer,
+    load_components,
+    load_last_optimizer,
+    load_last_weights,
+    load_model_state,
+    model_state,
+    optimizer_tensors,
+    save_last,
+    save_model,
+)
 from transrec.training.config import OptimConfig, TrainConfig
+from transrec.training.fsdp import full_parameters, shard
 from transrec.training.precision import Precision
 from transrec.training.step import TrainingObjective
 from transrec.utils.distributed import DistributedContext, join_process_group, local_device
@@ -143,8 +154,9 @@ def train(config: TrainConfig, *, progress: bool = True, hook: Hook | None = Non
     """Run ``config``; returns the result and writes everything into ``config.output_dir``.
 
     Under ``torchrun --nproc_per_node N`` (or inside an initialised process group) the same call trains
-    with DDP: each process takes its share of every epoch's users, gradients are averaged, evaluation
-    is sharded and combined exactly, and only rank 0 writes files and shows progress.
+    with DDP, or FSDP with ``parallel: fsdp`` (``training.fsdp``): each process takes its share of every
+    epoch's users, gradients are averaged, evaluation is sharded and combined exactly, and only rank 0
+    writes files (whole tensors, whatever the sharding) and shows progress.
     """
     ctx, owns_group = join_process_group(config.device)
     try:
@@ -181,16 +193,14 @@ def _train(config: TrainConfig, ctx: DistributedContext, progress: bool, hook: H
                        f"from {config.init_checkpoint}")  # fmt: skip
     model.attach_features(dataset)
     model.freeze(config.frozen)  # before the optimizer, which then never holds the frozen parameters
-    optimizer = build_optimizer(model, config.optim)
 
     state = {"epoch": 0, "step": 0, "best": -1.0, "best_epoch": -1, "best_valid": {}, "bad_epochs": 0,
              "low_evals": 0}  # fmt: skip
     precision = Precision(config.precision, device)
     ctx.barrier()  # rank 0 has created the run directory
-    if config.resume and (out / "last").is_dir():
-        state = load_last(out / "last", model, optimizer)
-        precision.load_state_dict(state.pop("loss_scale", {}))
-        _log(progress, f"resuming from {out / 'last'} after epoch {state['epoch']}")
+    resuming = config.resume and (out / "last").is_dir()
+    if resuming:
+        load_last_weights(out / "last", model)  # before the trunk cache is built from them
     cache_dir = out / TRUNK_CACHE_DIR / f"rank{ctx.rank}"
     content = item_content(model, dataset, config, device, cache_dir, progress)
     data = SequenceTrainingData(
@@ -205,7 +215,13 @@ def _train(config: TrainConfig, ctx: DistributedContext, progress: bool, hook: H
         user_fraction=config.user_fraction,
     )
     objective = TrainingObjective(config, dataset, content, device)
-    step_module = distributed_step(model, objective, ctx, device)
+    step_module = distributed_step(model, objective, ctx, device, config.parallel)
+    # After sharding (FSDP): the optimizer holds each process's shards of the parameters.
+    optimizer = build_optimizer(model, config.optim)
+    if resuming:
+        state = load_last_optimizer(out / "last", optimizer)
+        precision.load_state_dict(state.pop("loss_scale", {}))
+        _log(progress, f"resuming from {out / 'last'} after epoch {state['epoch']}")
     history = _read_metrics(out / "metrics.jsonl", before_epoch=state["epoch"])
     random_level = random_ndcg_at_10(dataset)
 
@@ -233,7 +249,10 @@ def _train(config: TrainConfig, ctx: DistributedContext, progress: bool, hook: H
             bar.set_postfix(loss=f"{epoch_loss / steps:.4f}")
             if hook:
                 hook("step", {"epoch": epoch, "step": state["step"], "loss": mean_loss.item()})
-        valid = evaluate_model(model, dataset, content, "valid", config.ks, config.eval_batch_size, device)
+        with full_parameters(step_module):  # FSDP: whole in every process while evaluating
+            valid = evaluate_model(
+                model, dataset, content, "valid", config.ks, config.eval_batch_size, device
+            )
         record = {
             "epoch": epoch + 1,
             "loss": epoch_loss / max(steps, 1),
@@ -250,14 +269,19 @@ def _train(config: TrainConfig, ctx: DistributedContext, progress: bool, hook: H
         threshold = config.collapse_factor * random_level
         state["low_evals"] = state["low_evals"] + 1 if valid["NDCG@10"] < threshold else 0
         state["epoch"] = epoch + 1
+        # Whole tensors, gathered from every process under FSDP: checkpoints never depend on sharding.
+        weights, optimizer_state = model_state(model, keep=main), optimizer_tensors(optimizer, keep=main)
         if main:
             _write_metrics(out / "metrics.jsonl", history)
             if improved:
-                model.save_pretrained(out / "best")
-            save_last(out / "last", model, optimizer, {**state, "loss_scale": precision.state_dict()})
+                save_model(out / "best", model.config, weights)
+            save_last(out / "last", model.config, weights, optimizer_state,
+                      {**state, "loss_scale": precision.state_dict()})  # fmt: skip
+        del weights, optimizer_state
         ctx.barrier()  # best/ and last/ are complete before anyone goes on (or is killed)
         if hook:
-            hook("epoch", {"epoch": epoch + 1, "valid": valid, "model": model})
+            with full_parameters(step_module):
+                hook("epoch", {"epoch": epoch + 1, "valid": valid, "model": model})
         # A fall from above the random level, or a run that never rose within its grace epochs.
         risen = state["best"] >= threshold or epoch + 1 >= config.collapse_grace
         if state["low_evals"] >= config.collapse_patience and risen:
@@ -272,8 +296,9 @@ def _train(config: TrainConfig, ctx: DistributedContext, progress: bool, hook: H
             break
 
     # The best weights go into this model: its frozen trunk, and so its cache, are those of best/.
-    model.load_state_dict(load_file(str(out / "best" / WEIGHTS_FILE), device=str(device)))
-    test = evaluate_model(model, dataset, content, "test", config.ks, config.eval_batch_size, device)
+    load_model_state(model, load_file(str(out / "best" / WEIGHTS_FILE), device=str(device)))
+    with full_parameters(step_module):
+        test = evaluate_model(model, dataset, content, "test", config.ks, config.eval_batch_size, device)
     model.item_encoder.drop_trunk_cache()
     shutil.rmtree(cache_dir, ignore_errors=True)
     result = RunResult("finished", state["best_epoch"], state["best_valid"], test, state["epoch"],
@@ -303,12 +328,19 @@ class _StepLoss(nn.Module):
 
 
 def distributed_step(
-    model: SequentialRecommender, objective: TrainingObjective, ctx: DistributedContext, device: torch.device
+    model: SequentialRecommender,
+    objective: TrainingObjective,
+    ctx: DistributedContext,
+    device: torch.device,
+    parallel: str = "ddp",
 ) -> nn.Module:
-    """The module whose forward gives a batch's loss: plain in one process, DDP-wrapped in several."""
-    module = _StepLoss(model, objective, touch_all=ctx.world_size > 1)
+    """The module whose forward gives a batch's loss: plain in one process; in several, DDP-wrapped, or
+    with ``parallel="fsdp"`` the root of the model sharded in place (``training.fsdp``)."""
+    module = _StepLoss(model, objective, touch_all=ctx.world_size > 1 and parallel == "ddp")
     if ctx.world_size == 1:
         return module
+    if parallel == "fsdp":
+        return shard(module, model, device)
     from torch.nn.parallel import DistributedDataParallel
 
     return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
