@@ -2,7 +2,8 @@
 III), on the same batches as every other objective (``training.batches``).
 
 The sequence of a user is its input window followed by its last target, so DAP (eq. 5) scores the state
-at t against the item at t + 1 and the items of the other users. The cross-modal term (eq. 6-9) aligns
+at t against the item at t + 1 and the other items of the batch (by default each distinct item once,
+leaving out the user's own; see ``PMMRecLossConfig.dap_negatives``). The cross-modal term (eq. 6-9) aligns
 the text and image vectors of the items at the same positions. NID (eq. 10) corrupts the input window
 (15% shuffled, 5% replaced by items of the batch), runs the user encoder on it and classifies each
 position; RCL (eq. 11) contrasts the mean of a user's states on the clean and the corrupted window.
