@@ -19,6 +19,7 @@ from torch import nn
 from transrec.config import from_dict, to_dict
 from transrec.data.item_content import ItemBatch
 from transrec.models.item_encoders import build_item_encoder
+from transrec.models.item_encoders.freezing import fully_frozen_modules
 from transrec.models.side_features import SideFeatures
 from transrec.models.user_encoders import build_user_encoder
 from transrec.utils.io import atomic_directory
@@ -169,7 +170,7 @@ class SequentialRecommender(nn.Module):
                 params = list(getattr(self, part).parameters())
             for param in params:
                 param.requires_grad_(False)
-        self.frozen_modules = _fully_frozen(self)
+        self.frozen_modules = fully_frozen_modules(self, "")
         self.train(self.training)
 
     def train(self, mode: bool = True) -> SequentialRecommender:
@@ -206,17 +207,6 @@ class SequentialRecommender(nn.Module):
 
 #: What ``SequentialRecommender.freeze`` accepts.
 FREEZABLE = ("modality_encoders", "item_encoder", "user_encoder")
-
-
-def _fully_frozen(module: nn.Module, prefix: str = "") -> list[str]:
-    """Names of the largest submodules whose parameters are all frozen ("" is ``module`` itself)."""
-    params = list(module.parameters())
-    if params and not any(p.requires_grad for p in params):
-        return [prefix]
-    names = []
-    for name, child in module.named_children():
-        names += _fully_frozen(child, f"{prefix}.{name}" if prefix else name)
-    return names
 
 
 def read_model_config(directory: str | Path) -> ModelConfig:

@@ -88,3 +88,22 @@ def encode_sequences(encoder: ItemEncoder, items: ItemBatch, inverse: torch.Tens
     vectors = encoder(items)
     padded = torch.cat([vectors.new_zeros(1, vectors.shape[-1]), vectors], dim=0)
     return padded[inverse + 1]
+
+
+class TextAndImageEncoder(ItemEncoder):
+    """An item encoder made of a ``text`` and an ``image`` encoder (``mom``, ``mm``): their backbones are
+    its modality parameters, and it has a frozen trunk when either has one."""
+
+    text: ItemEncoder
+    image: ItemEncoder
+
+    def modality_parameters(self) -> list[nn.Parameter]:
+        return self.text.modality_parameters() + self.image.modality_parameters()
+
+    @property
+    def has_frozen_trunk(self) -> bool:
+        return self.text.has_frozen_trunk or self.image.has_frozen_trunk
+
+    @property
+    def reads_pixels(self) -> bool:
+        return self.image.reads_pixels

@@ -96,7 +96,7 @@ class FrozenBackbone(nn.Module):
             blocks = _freeze_below_top_blocks(model, trainable_blocks or 0)
             k = trainable_blocks or 0
             self.trunk = TrunkReplay(model, blocks[:-k], blocks[-k])
-        self.frozen_modules = _fully_frozen_modules(model, "")
+        self.frozen_modules = fully_frozen_modules(model, "")
         self.train(self.training)
 
     def forward(self, *args: Any, trunk: torch.Tensor | None = None, **kwargs: Any) -> Any:
@@ -137,14 +137,14 @@ def _freeze_below_top_blocks(model: nn.Module, k: int) -> list[str]:
     return blocks
 
 
-def _fully_frozen_modules(module: nn.Module, prefix: str) -> list[str]:
+def fully_frozen_modules(module: nn.Module, prefix: str) -> list[str]:
     """The largest submodules (by name) whose parameters are all frozen; "" is the module itself."""
     params = list(module.parameters())
     if params and not any(p.requires_grad for p in params):
         return [prefix]
     frozen = []
     for name, child in module.named_children():
-        frozen += _fully_frozen_modules(child, f"{prefix}.{name}" if prefix else name)
+        frozen += fully_frozen_modules(child, f"{prefix}.{name}" if prefix else name)
     return frozen
 
 

@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from torch import nn
 
 from transrec.data.item_content import ItemBatch, ItemContent
 from transrec.models.item_encoders import ITEM_ENCODERS
-from transrec.models.item_encoders.base import ItemEncoder
+from transrec.models.item_encoders.base import TextAndImageEncoder
 from transrec.models.item_encoders.image import (
     ImageEncoder,
     ImageEncoderConfig,
@@ -45,7 +44,7 @@ class MoMEncoderConfig:
 
 
 @ITEM_ENCODERS.register("mom")
-class MoMEncoder(ItemEncoder):
+class MoMEncoder(TextAndImageEncoder):
     """Routes each item to ``self.text`` or ``self.image`` (or both under ``prefer: sum``) -> ``[U, d]``."""
 
     config_class = MoMEncoderConfig
@@ -57,17 +56,6 @@ class MoMEncoder(ItemEncoder):
         self.config = config or MoMEncoderConfig()
         self.text = TextEncoder(d_model, self.config.text)
         self.image = ImageEncoder(d_model, self.config.image)
-
-    def modality_parameters(self) -> list[nn.Parameter]:
-        return self.text.modality_parameters() + self.image.modality_parameters()
-
-    @property
-    def has_frozen_trunk(self) -> bool:
-        return self.text.has_frozen_trunk or self.image.has_frozen_trunk
-
-    @property
-    def reads_pixels(self) -> bool:
-        return self.image.reads_pixels
 
     def _build_trunk_cache(
         self, content: ItemContent, item_ids: torch.Tensor | None, options: CacheOptions

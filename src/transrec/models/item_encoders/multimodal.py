@@ -34,7 +34,7 @@ from torch import nn
 from transrec.data.item_content import ItemBatch, ItemContent
 from transrec.data.prepared import IMAGE, TEXT
 from transrec.models.item_encoders import ITEM_ENCODERS
-from transrec.models.item_encoders.base import ItemEncoder
+from transrec.models.item_encoders.base import TextAndImageEncoder
 from transrec.models.item_encoders.image import ImageEncoder, ImageEncoderConfig
 from transrec.models.item_encoders.text import TextEncoder, TextEncoderConfig, masked_mean
 from transrec.models.item_encoders.trunk_cache import CacheOptions
@@ -69,7 +69,7 @@ class MultimodalEncoderConfig:
 
 
 @ITEM_ENCODERS.register("mm")
-class MultimodalEncoder(ItemEncoder):
+class MultimodalEncoder(TextAndImageEncoder):
     """Every item through both encoders, fused -> ``[U, d]``; items must have text and an image."""
 
     config_class = MultimodalEncoderConfig
@@ -95,17 +95,6 @@ class MultimodalEncoder(ItemEncoder):
             )  # fmt: skip
         elif self.config.fusion == "concat":
             self.merge = nn.Linear(2 * d_model, d_model)
-
-    def modality_parameters(self) -> list[nn.Parameter]:
-        return self.text.modality_parameters() + self.image.modality_parameters()
-
-    @property
-    def has_frozen_trunk(self) -> bool:
-        return self.text.has_frozen_trunk or self.image.has_frozen_trunk
-
-    @property
-    def reads_pixels(self) -> bool:
-        return self.image.reads_pixels
 
     def _build_trunk_cache(
         self, content: ItemContent, item_ids: torch.Tensor | None, options: CacheOptions
