@@ -182,13 +182,8 @@ class SequentialRecommender(nn.Module):
     # -- checkpoints -------------------------------------------------------------------------------
     def save_pretrained(self, directory: str | Path, extra_files: dict[str, bytes] | None = None) -> Path:
         """Write ``config.json`` + ``model.safetensors`` (and ``extra_files``) atomically to ``directory``."""
-        with atomic_directory(Path(directory)) as tmp:
-            (tmp / CONFIG_FILE).write_text(json.dumps(to_dict(self.config), indent=2) + "\n")
-            state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-            save_file(state, str(tmp / WEIGHTS_FILE))
-            for name, data in (extra_files or {}).items():
-                (tmp / name).write_bytes(data)
-        return Path(directory)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        return write_pretrained(directory, self.config, state, extra_files)
 
     @classmethod
     def from_pretrained(
@@ -207,6 +202,22 @@ class SequentialRecommender(nn.Module):
 
 #: What ``SequentialRecommender.freeze`` accepts.
 FREEZABLE = ("modality_encoders", "item_encoder", "user_encoder")
+
+
+def write_pretrained(
+    directory: str | Path,
+    config: ModelConfig,
+    state: dict[str, torch.Tensor],
+    extra_files: dict[str, bytes] | None = None,
+) -> Path:
+    """The checkpoint format: ``config.json`` + ``model.safetensors`` of ``state`` (whole CPU tensors)
+    and ``extra_files``, written atomically to ``directory``."""
+    with atomic_directory(Path(directory)) as tmp:
+        (tmp / CONFIG_FILE).write_text(json.dumps(to_dict(config), indent=2) + "\n")
+        save_file(state, str(tmp / WEIGHTS_FILE))
+        for name, data in (extra_files or {}).items():
+            (tmp / name).write_bytes(data)
+    return Path(directory)
 
 
 def read_model_config(directory: str | Path) -> ModelConfig:

@@ -21,15 +21,14 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from transrec.config import to_dict
 from transrec.data.prepared import PreparedDataset
 from transrec.models.recommender import (
-    CONFIG_FILE,
     WEIGHTS_FILE,
     ModelConfig,
     SequentialRecommender,
     dataset_tokenizer,
     read_model_config,
+    write_pretrained,
 )
 from transrec.training.fsdp import sharded_like, whole
 from transrec.utils.io import atomic_directory
@@ -85,9 +84,7 @@ def load_model_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
 def save_model(directory: Path, config: ModelConfig, state: dict[str, torch.Tensor]) -> None:
     """Write ``state`` (``model_state``) as ``SequentialRecommender.save_pretrained`` writes a model, so
     that a model trained sharded saves in the same format, from one process."""
-    with atomic_directory(directory) as tmp:
-        (tmp / CONFIG_FILE).write_text(json.dumps(to_dict(config), indent=2) + "\n")
-        save_file(state, str(tmp / WEIGHTS_FILE))
+    write_pretrained(directory, config, state)
 
 
 def optimizer_tensors(

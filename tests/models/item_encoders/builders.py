@@ -5,11 +5,21 @@ from __future__ import annotations
 import torch
 
 from transrec.data.item_content import ItemBatch
-from transrec.data.prepared import IMAGE, TEXT
+from transrec.data.prepare import PrepareConfig, prepare
+from transrec.data.prepared import IMAGE, TEXT, PreparedDataset
+from transrec.data.synthetic import SyntheticWorldConfig, make_world
 from transrec.models.item_encoders import tiny_text, tiny_vit
 
 VOCAB = 100
 D = 16
+
+
+def tiny_source(directory) -> PreparedDataset:
+    """The tiny synthetic source (text-only, image-only and two-modality items), 32 px raw images."""
+    world = make_world(SyntheticWorldConfig.tiny(seed=1))
+    config = PrepareConfig(user_k=3, item_k=3, image_size=32, image_format="raw", hash_vocab_size=VOCAB,
+                           max_text_tokens=12)  # fmt: skip
+    return prepare(world.source, config, directory, progress=False)
 
 
 def text_config(**fields) -> dict:

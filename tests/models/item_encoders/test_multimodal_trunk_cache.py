@@ -4,10 +4,8 @@ encoder for every fusion and every freezing of either side, and the frozen parts
 import pytest
 import torch
 
-from tests.models.item_encoders.builders import VOCAB, D, text_config, vit_config
+from tests.models.item_encoders.builders import D, text_config, tiny_source, vit_config
 from transrec.data.item_content import ItemContent
-from transrec.data.prepare import PrepareConfig, prepare
-from transrec.data.synthetic import SyntheticWorldConfig, make_world
 from transrec.models.item_encoders import build_item_encoder
 from transrec.models.item_encoders.freezing import find_blocks
 
@@ -19,10 +17,7 @@ BOTH = 3  # the modality bits of an item with text and an image
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     # The default tiny world has text-only and image-only items too: the cache must leave them out.
-    world = make_world(SyntheticWorldConfig.tiny(seed=1))
-    config = PrepareConfig(user_k=3, item_k=3, image_size=32, image_format="raw", hash_vocab_size=VOCAB,
-                           max_text_tokens=12)  # fmt: skip
-    return prepare(world.source, config, tmp_path_factory.mktemp("mm_trunk") / "ds", progress=False)
+    return tiny_source(tmp_path_factory.mktemp("mm_trunk") / "ds")
 
 
 def mm_config(text: dict, image: dict, fusion: str, efficientnet: bool = False) -> dict:

@@ -4,20 +4,15 @@ blocks, for every supported backbone."""
 import pytest
 import torch
 
-from tests.models.item_encoders.builders import HF_VISION, VOCAB, D, text_config, vit_config
+from tests.models.item_encoders.builders import HF_VISION, D, text_config, tiny_source, vit_config
 from transrec.data.item_content import ItemContent
-from transrec.data.prepare import PrepareConfig, prepare
-from transrec.data.synthetic import SyntheticWorldConfig, make_world
 from transrec.models.item_encoders import build_item_encoder
 from transrec.models.item_encoders.freezing import find_blocks
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    world = make_world(SyntheticWorldConfig.tiny(seed=1))
-    config = PrepareConfig(user_k=3, item_k=3, image_size=32, image_format="raw", hash_vocab_size=VOCAB,
-                           max_text_tokens=12)  # fmt: skip
-    return prepare(world.source, config, tmp_path_factory.mktemp("trunk") / "ds", progress=False)
+    return tiny_source(tmp_path_factory.mktemp("trunk") / "ds")
 
 
 def items_with(content: ItemContent, bit: int, count: int) -> torch.Tensor:
