@@ -17,10 +17,12 @@ from typing import Any, TypeVar, Union
 
 import yaml
 
+from transrec.errors import UserError
+
 C = TypeVar("C")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config value or key is wrong; the message names the dotted key."""
 
 

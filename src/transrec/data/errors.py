@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from transrec.errors import UserError
 
-class DataError(ValueError):
+
+class DataError(UserError, ValueError):
     """Input data that transrec refuses, with the place and the reason in the message."""
 
     def __init__(self, problem: str, file: str | Path | None = None, line: int | None = None) -> None:

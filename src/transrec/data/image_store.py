@@ -23,12 +23,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from transrec.errors import UserError
+
 JPEG_FILE = "images.bin"
 OFFSETS_FILE = "image_offsets.npy"
 RAW_FILE = "images.npy"
 
 
-class CorruptImageError(ValueError):
+class CorruptImageError(UserError, ValueError):
     """The bytes are not a decodable image."""
 
 

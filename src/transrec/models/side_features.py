@@ -28,10 +28,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from transrec.errors import UserError
+
 SIDES = ("user", "item")
 
 
-class FeatureError(ValueError):
+class FeatureError(UserError, ValueError):
     """A dataset lacks a side feature the model uses, or has none of the model's categories for it."""
 
 

@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from transrec.data.prepared import PreparedDataset
+from transrec.errors import UserError
 from transrec.models.recommender import (
     WEIGHTS_FILE,
     ModelConfig,
@@ -49,7 +50,7 @@ TRANSFER_SETTINGS = {
 }
 
 
-class TransferError(ValueError):
+class TransferError(UserError, ValueError):
     """A source checkpoint cannot be loaded into the target model as asked."""
 
 
