@@ -4,6 +4,7 @@ encoder for every fusion and every freezing of either side, and the frozen parts
 import pytest
 import torch
 
+from tests.frozen_blocks import FrozenBlockCounter
 from tests.models.item_encoders.builders import D, text_config, tiny_source, vit_config
 from transrec.data.item_content import ItemContent
 from transrec.models.item_encoders import build_item_encoder
@@ -66,15 +67,23 @@ def test_cached_encode_and_gradients_equal_the_uncached_ones(dataset, case):
     encoder = build_item_encoder("mm", D, dataset.n_items, CASES[case]).train()
     content = ItemContent(dataset)
     ids = both_modalities(content, 9)
+    counter = FrozenBlockCounter().watch(encoder)
     expected, expected_grads = encode_and_grads(encoder, content.batch(ids))
+    assert len(counter.backbones) == encoder.text.has_frozen_trunk + encoder.image.has_frozen_trunk
+    assert counter.backbone_rows() == dict.fromkeys(counter.backbones, len(ids))
 
     assert encoder.has_frozen_trunk and encoder.reads_pixels
+    counter.reset()
     cached = encoder.build_trunk_cache(content, batch_size=4)
     assert cached == int(((content.modality[1:] & BOTH) == BOTH).sum()) < dataset.n_items
+    # Each side's frozen blocks saw every cached item exactly once.
+    assert counter.backbone_rows() == dict.fromkeys(counter.backbones, cached)
     image_cached = encoder.image.has_frozen_trunk
     assert encoder.reads_pixels == (not image_cached)
     lean = ItemContent(dataset, pixels=encoder.reads_pixels)
+    counter.reset()
     got, grads = encode_and_grads(encoder, lean.batch(ids))
+    assert set(counter.calls.values()) == {0}  # read from the caches: no frozen block ran
     assert got.keys() == expected.keys() == {"item", "text_cls", "image_cls"}
     for key, value in got.items():
         torch.testing.assert_close(value, expected[key], rtol=1e-4, atol=1e-5, msg=key)
@@ -86,6 +95,7 @@ def test_cached_encode_and_gradients_equal_the_uncached_ones(dataset, case):
     assert encoder.text.trunk_store is None and encoder.image.trunk_store is None and encoder.reads_pixels
     again, _ = encode_and_grads(encoder, content.batch(ids))
     torch.testing.assert_close(again["item"], expected["item"], rtol=0, atol=0)
+    assert counter.backbone_rows() == dict.fromkeys(counter.backbones, len(ids))  # whole backbones again
 
 
 def test_an_all_frozen_image_cache_holds_the_tokens_and_no_frozen_part_runs(dataset):

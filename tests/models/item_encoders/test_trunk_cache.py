@@ -4,6 +4,7 @@ blocks, for every supported backbone."""
 import pytest
 import torch
 
+from tests.frozen_blocks import FrozenBlockCounter
 from tests.models.item_encoders.builders import HF_VISION, D, text_config, tiny_source, vit_config
 from transrec.data.item_content import ItemContent
 from transrec.models.item_encoders import build_item_encoder
@@ -56,14 +57,22 @@ def test_cached_outputs_and_gradients_equal_the_uncached_ones(dataset, case):
     wanted = {"text": 1, "image": 2, "mom": 3}[kind]
     ids = items_with(content, wanted, 9)
     batch = content.batch(ids)
+    counter = FrozenBlockCounter().watch(encoder)
     expected, expected_grads = output_and_grads(encoder, batch)
+    uncached_rows = counter.backbone_rows()
+    assert counter.backbones and sum(uncached_rows.values()) == len(ids)
 
     assert encoder.has_frozen_trunk and encoder.reads_pixels == encoder.needs_image
+    counter.reset()
     cached = encoder.build_trunk_cache(content, batch_size=4)
     assert cached == int(((modality & wanted) > 0).sum())
+    # Building ran each item through the frozen blocks of the backbone it is routed to, exactly once.
+    assert sum(counter.backbone_rows().values()) == cached
     assert not encoder.reads_pixels  # the image side no longer needs pixels
     lean = ItemContent(dataset, text=encoder.needs_text, image=encoder.needs_image, pixels=False)
+    counter.reset()
     got, grads = output_and_grads(encoder, lean.batch(ids))
+    assert set(counter.calls.values()) == {0}  # read from the cache: no frozen block ran
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
     assert grads.keys() == expected_grads.keys() and grads
     for name, grad in grads.items():
@@ -72,6 +81,7 @@ def test_cached_outputs_and_gradients_equal_the_uncached_ones(dataset, case):
     encoder.drop_trunk_cache()
     again, _ = output_and_grads(encoder, batch)
     torch.testing.assert_close(again, expected, rtol=0, atol=0)
+    assert counter.backbone_rows() == uncached_rows  # the whole backbone runs again
 
 
 def test_frozen_blocks_do_not_run_once_cached(dataset):
