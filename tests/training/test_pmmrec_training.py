@@ -51,7 +51,8 @@ def test_pretraining_with_all_four_terms_then_dap_only_fine_tuning(platforms, tm
 @pytest.mark.parametrize("variant", ["vcl", "icl"])
 def test_the_ablation_variants_train(platforms, tmp_path, variant):
     source, _ = platforms
-    config = run(source, tmp_path, epochs=1, pmmrec=PMMRecLossConfig(variant=variant, nid=0.0))
+    ablation = PMMRecLossConfig(variant=variant, nid=0.0)
+    config = run(source, tmp_path, nid_head=False, epochs=1, pmmrec=ablation)
     assert train(config, progress=False).status == "finished"
 
 
@@ -65,7 +66,7 @@ def test_missing_pieces_are_named(platforms, tmp_path):
     with pytest.raises(ValueError, match="needs the mm item encoder"):
         train(run(source, tmp_path / "b", model=text), progress=False)
     with pytest.raises(ValueError, match="use mode s2s"):
-        run(source, tmp_path / "c", mode="s2o")
+        train(run(source, tmp_path / "c", mode="s2o"), progress=False)
 
 
 def _one_batch(dataset, config):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.frozen_blocks import FrozenBlockCounter
 from transrec.data.item_content import ItemContent
 from transrec.data.prepare import PrepareConfig, prepare
 from transrec.data.synthetic import SyntheticWorldConfig, make_world
@@ -166,7 +167,17 @@ def test_modes_that_leak_or_cannot_be_evaluated_are_refused(world, tmp_path, enc
         train(run_config(source, tmp_path, model=model, mode=mode), progress=False)
 
 
-def test_the_frozen_trunk_cache_trains_the_same_model(world, tmp_path):
+def counted_run(config: TrainConfig, monkeypatch) -> tuple:
+    """Train ``config`` counting the frozen blocks' rows (``tests.frozen_blocks``), also at each step and
+    epoch hook; returns the result, the counter and its snapshots."""
+    counter = FrozenBlockCounter()
+    with monkeypatch.context() as patch:
+        counter.watch_new_backbones(patch)
+        result = train(config, progress=False, hook=counter.hook)
+    return result, counter, counter.snapshots
+
+
+def test_the_frozen_trunk_cache_trains_the_same_model(world, tmp_path, monkeypatch):
     source, _ = world
     bert = {"model_type": "bert", "vocab_size": 30522, "hidden_size": 16, "num_hidden_layers": 2,
             "num_attention_heads": 2, "intermediate_size": 32}  # fmt: skip
@@ -177,12 +188,30 @@ def test_the_frozen_trunk_cache_trains_the_same_model(world, tmp_path):
         "image": {"backbone": None, "hf_config": vit, "freeze": "all"},
     }
     model = ModelConfig(d_model=16, max_len=8, item_encoder="mom", item_encoder_config=items)
-    cached = train(run_config(source, tmp_path / "on", model=model), progress=False)
-    plain = train(run_config(source, tmp_path / "off", model=model, trunk_cache=False), progress=False)
+    cached, on, on_steps = counted_run(run_config(source, tmp_path / "on", model=model), monkeypatch)
+    plain, off, off_steps = counted_run(run_config(source, tmp_path / "off", model=model, trunk_cache=False),
+                                        monkeypatch)  # fmt: skip
     assert cached.best_epoch == plain.best_epoch
     for key, value in plain.test.items():
         assert cached.test[key] == pytest.approx(value, abs=1e-6), key
     assert not (tmp_path / "on" / "trunk_cache").exists()
+
+    # Cached: the frozen blocks (BERT's lower layer, the ViT's layer) ran once per item routed to them, while
+    # the cache was built, and never again: not in a training step, nor in validation or the test.
+    assert on.backbones.keys() == {"BertModel", "HFVisionFeatures"}
+    routed = {
+        "BertModel": int(source.has_text.sum()),
+        "HFVisionFeatures": int((source.has_image & ~source.has_text).sum()),
+    }
+    assert on.backbone_rows() == routed and min(routed.values()) > 0
+    assert len(on_steps) > 3 and all(rows == on.rows for _, rows in on_steps)
+    # Uncached: every training step ran every frozen block again.
+    steps = [i for i, (event, _) in enumerate(off_steps) if event == "step"]
+    assert len(steps) == len([e for e, _ in on_steps if e == "step"]) > 3
+    for i in steps[1:]:
+        before, after = off_steps[i - 1][1], off_steps[i][1]
+        assert all(after[key] > before[key] for key in before), (i, before, after)
+    assert all(off.backbone_rows()[label] > 3 * rows for label, rows in routed.items())
 
 
 def test_the_reference_path_trains_the_same_objective_slot_by_slot(world, tmp_path):

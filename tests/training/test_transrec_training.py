@@ -116,6 +116,6 @@ def test_the_objectives_name_what_they_need(world, tmp_path):
     with pytest.raises(ValueError, match=r"needs model\.uep_head"):
         train(stage("stage1_uep", world[0], tmp_path / "a", "model.uep_head=false"), progress=False)
     with pytest.raises(ValueError, match="use mode s2o"):
-        stage("stage2_cpc", world[0], tmp_path / "b", "mode=s2s")
+        train(stage("stage2_cpc", world[0], tmp_path / "b", "mode=s2s"), progress=False)
     with pytest.raises(ValueError, match="frozen: unknown part"):
         stage("stage1_uep", world[0], tmp_path / "c", "frozen=[backbones]")

@@ -44,8 +44,10 @@ def add_parser(commands) -> None:
 def run_train(args: argparse.Namespace) -> int:
     from transrec.training.config import TrainConfig
     from transrec.training.trainer import TrainingCollapsed, train
+    from transrec.training.validation import validate_config
 
     config = load_config(TrainConfig, args.config, args.overrides)
+    validate_config(config)  # train() checks again; here a refused key never even opens a process group
     try:
         result = train(config, progress=not args.quiet)
     except TrainingCollapsed as err:

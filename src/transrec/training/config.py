@@ -96,7 +96,9 @@ class TrainConfig:
             DAP + cross-modal + NID + RCL, weighted by ``pmmrec``; needs the ``mm`` item encoder and
             ``model.nid_head`` for NID), ``uep`` (TransRec stage 1, eq. 8-9: softmax over the catalogue
             through ``model.uep_head``, s2s or s2o) or ``cpc`` (TransRec stage 2, eq. 10: see ``cpc``;
-            mode s2o, the user vector being the last state of the first n items).
+            mode s2o, the user vector being the last state of the first n items). The modes and keys
+            each objective reads: ``training.validation.OBJECTIVES``; ``train`` refuses, before it
+            reads anything, a key set to a non-default value that the run would ignore.
         pmmrec: the ``pmmrec`` objective's weights and settings.
         cpc: the ``cpc`` objective's l positives and j negatives.
         frozen: parts of the model that do not train in this run (``models.recommender.FREEZABLE``):
@@ -178,12 +180,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if not 0.0 < self.user_fraction <= 1.0:
             raise ValueError("user_fraction must be in (0, 1]")
-        if self.objective == "pmmrec" and self.mode != "s2s":
-            raise ValueError("the pmmrec objective trains next-item prediction: use mode s2s")
-        if self.objective == "uep" and self.mode not in ("s2s", "s2o"):
-            raise ValueError("the uep objective predicts the next item left to right: use mode s2s or s2o")
-        if self.objective == "cpc" and self.mode != "s2o":
-            raise ValueError("the cpc objective scores one user vector, the last state: use mode s2o")
+        # Which modes and keys each objective reads: training.validation.OBJECTIVES, checked by train().
         unknown = sorted(set(self.frozen) - set(FREEZABLE))
         if unknown:
             raise ValueError(f"frozen: unknown part(s) {unknown}; parts are {', '.join(FREEZABLE)}")

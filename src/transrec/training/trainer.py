@@ -53,6 +53,7 @@ from transrec.training.config import OptimConfig, TrainConfig
 from transrec.training.fsdp import full_parameters, shard
 from transrec.training.precision import Precision
 from transrec.training.step import TrainingObjective
+from transrec.training.validation import validate_config
 from transrec.utils.distributed import DistributedContext, join_process_group, local_device
 from transrec.utils.io import atomic_write_text
 
@@ -168,6 +169,7 @@ def train(config: TrainConfig, *, progress: bool = True, hook: Hook | None = Non
 
 def _train(config: TrainConfig, ctx: DistributedContext, progress: bool, hook: Hook | None) -> RunResult:
     started = time.perf_counter()
+    validate_config(config)  # before anything is read, built or written: a refused key costs nothing
     out = Path(config.output_dir)
     main = ctx.is_main
     if main:
