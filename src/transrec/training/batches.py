@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from transrec.data.item_content import ItemBatch, ItemContent
 from transrec.data.prepared import PreparedDataset
+from transrec.training import reference
 
 Mode = Literal["s2s", "s2o", "masked", "cpc"]
 MODES = ("s2s", "s2o", "masked", "cpc")
@@ -223,11 +224,17 @@ class CollateSequences:
         histories: long [B, H], each user's training sequence right-padded with 0; only with
             ``with_histories`` (the in-batch softmax across processes needs it);
         items: ``ItemBatch`` of ``unique_items`` (gathered here, in the worker), or None without content.
+    With ``reference`` (the papers' path, ``training.reference``; s2s windows, one negative), instead of
+    ``items``: slots: long [B, L + 1, 2], the papers' item slots; slot_items: ``ItemBatch`` of all
+    ``B * (L + 1) * 2`` slots in that order, texts at the papers' fixed width.
     """
 
-    def __init__(self, content: ItemContent | None = None, with_histories: bool = False) -> None:
+    def __init__(
+        self, content: ItemContent | None = None, with_histories: bool = False, reference: bool = False
+    ) -> None:
         self.content = content
         self.with_histories = with_histories
+        self.reference = reference
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         slots = {key: np.stack([e[key] for e in examples]) for key in SLOTS if key in examples[0]}
@@ -249,7 +256,11 @@ class CollateSequences:
         })  # fmt: skip
         if self.with_histories:
             batch["histories"] = torch.from_numpy(_pad_right([e["history"] for e in examples]))
-        if self.content is not None:
+        if self.reference:
+            # The papers gather every slot's content in the worker (MoRec's item_content[sample_items]).
+            batch["slots"] = reference.slot_layout(batch)
+            batch["slot_items"] = reference.slot_content(self.content, batch["slots"])
+        elif self.content is not None:
             batch["items"] = self.content.batch(batch["unique_items"])
         return batch
 
@@ -298,6 +309,7 @@ def make_loader(
     pin_memory: bool = False,
     rank: int = 0,
     world_size: int = 1,
+    reference: bool = False,
 ) -> DataLoader:
     """A DataLoader over ``data`` for ``epoch``: order, negatives and masks depend only on (seed, epoch).
 
@@ -305,7 +317,8 @@ def make_loader(
     persistent workers would keep drawing the first epoch's negatives. With ``world_size > 1`` (DDP)
     every process draws the same order and takes the examples ``rank, rank + world_size, ...`` of it,
     the order padded by its first examples to a multiple of ``world_size`` so that every process runs
-    the same number of steps; ``batch_size`` is per process.
+    the same number of steps; ``batch_size`` is per process. ``reference``: batches for the papers'
+    path (``TrainConfig.reference_path``; see ``CollateSequences``).
     """
     data.set_epoch(epoch)
     generator = torch.Generator().manual_seed(shuffle_seed(data.seed, epoch))
@@ -320,7 +333,7 @@ def make_loader(
         shuffle=shuffle,
         sampler=sampler,
         num_workers=num_workers,
-        collate_fn=CollateSequences(data.content, with_histories=world_size > 1),
+        collate_fn=CollateSequences(data.content, with_histories=world_size > 1, reference=reference),
         generator=generator,
         persistent_workers=False,
         pin_memory=pin_memory,

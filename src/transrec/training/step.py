@@ -8,7 +8,7 @@ import torch
 
 from transrec.data.item_content import ItemContent
 from transrec.data.prepared import PreparedDataset
-from transrec.training import losses
+from transrec.training import losses, reference
 from transrec.training.batches import batch_to, training_item_counts
 from transrec.training.config import TrainConfig
 from transrec.training.pmmrec_step import pmmrec_loss
@@ -24,6 +24,8 @@ class TrainingObjective:
     ):
         self.config, self.content, self.device = config, content, device
         self.counts = None
+        if config.reference_path:
+            reference.check_supported(config.objective, config.mode, config.n_negatives)
         if config.objective in ("inbatch", "pmmrec") and config.logq:
             self.counts = torch.from_numpy(training_item_counts(dataset))
 
@@ -32,7 +34,7 @@ class TrainingObjective:
         if self.config.objective == "pmmrec":
             return pmmrec_loss(model, batch, self.config.pmmrec, self.inbatch_loss)
         if self.config.reference_path:
-            return self.reference_loss(model, batch)
+            return reference.reference_loss(model, batch)
         if self.config.objective == "uep":
             return uep_step_loss(model, batch)
         if self.config.objective == "cpc":
@@ -69,24 +71,6 @@ class TrainingObjective:
         log_q = None if self.counts is None else losses.log_q_from_counts(self.counts, batch["unique_items"])
         return losses.inbatch_softmax_loss(
             hidden[at], batch["targets_inv"][at], vectors, batch["in_history"][rows], log_q, temperature
-        )
-
-    def reference_loss(self, model, batch: dict) -> torch.Tensor:
-        """BCE as the papers' code computes it, for benchmarks only (``reference_path``): every one of
-        the B x L input, target and negative slots is encoded on its own, repeats and padding included
-        (a padded slot costs the encoding of a real item, whose vector is then zeroed)."""
-        if self.config.objective != "bce" or self.config.mode == "masked":
-            raise ValueError("the reference path implements the papers' BCE objective (s2s/s2o) only")
-        slots = [batch["inputs"], batch["targets"], batch["negatives"]]
-        ids = torch.cat([s.reshape(-1) for s in slots])
-        content = self.content.batch(ids.clamp(min=1).cpu()).to(self.device)
-        vectors = model.encode_items(content) * (ids != 0).unsqueeze(1)
-        inputs, targets, negatives = vectors.split([s.numel() for s in slots])
-        d = vectors.shape[1]
-        hidden = model.user_states(inputs.view(*slots[0].shape, d), batch["valid"], batch["user_ids"])
-        at = batch["targets"] != 0
-        return losses.bce_loss(
-            hidden, targets.view(*slots[1].shape, d), negatives.view(*slots[2].shape, d), at
         )
 
     def _inbatch_across_processes(

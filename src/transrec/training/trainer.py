@@ -232,7 +232,8 @@ def _train(config: TrainConfig, ctx: DistributedContext, progress: bool, hook: H
         torch.manual_seed(config.seed * 100_003 + epoch + 7_919 * ctx.rank)
         data.set_epoch(epoch)
         shard = {"rank": ctx.rank, "world_size": ctx.world_size}
-        loader = make_loader(data, config.batch_size, True, config.num_workers, epoch=epoch, **shard)
+        loader = make_loader(data, config.batch_size, True, config.num_workers, epoch=epoch,
+                             reference=config.reference_path, **shard)  # fmt: skip
         model.train()
         epoch_loss, steps = 0.0, 0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, disable=not progress)

@@ -139,11 +139,12 @@ class TextEncoder(ItemEncoder):
     def modality_parameters(self) -> list[nn.Parameter]:
         return self.backbone.trainable_parameters()
 
-    def token_states(self, items: ItemBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    def token_states(self, items: ItemBatch, fixed_width: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """The backbone's last hidden states ``[U, T', H]`` and the mask ``[U, T']`` they go with.
 
         ``T'`` is the longest text among these items: a sub-batch (e.g. the text items of a ``mom``
-        batch) does not pay for padding that only other items needed.
+        batch) does not pay for padding that only other items needed. With ``fixed_width``, ``T'`` is
+        the width of ``items.input_ids`` as given (the papers' fixed-length layout; no trunk cache).
         """
         if items.input_ids is None or items.attention_mask is None:
             raise ValueError("the text encoder needs token ids: load the item content with text=True")
@@ -161,6 +162,10 @@ class TextEncoder(ItemEncoder):
                 f"token id {top_id} is outside the text backbone's vocabulary ({self.vocab_size}); the data "
                 "was tokenised for another model"
             )
+        if fixed_width:
+            if self.trunk_store is not None:
+                raise ValueError("fixed_width is the reference path's layout, which has no trunk cache")
+            width = ids.shape[1]
         ids, mask = ids[:, :width], mask[:, :width]  # ItemContent pads on the right
         if self.trunk_store is not None:
             cached = self.trunk_store.gather(items.item_ids, ids.device)[:, :width]
@@ -200,10 +205,17 @@ class TextEncoder(ItemEncoder):
         )
         return 0 if self.trunk_store is None else self.trunk_store.n_filled
 
-    def forward(self, items: ItemBatch) -> torch.Tensor:
-        """``[U, d]`` vectors for ``U`` distinct items that all have text."""
+    def forward(self, items: ItemBatch, *, fixed_width: bool = False) -> torch.Tensor:
+        """``[U, d]`` vectors for ``U`` distinct items that all have text.
+
+        ``fixed_width``: encode every text at the full width of ``items.input_ids``, all in one batch
+        (no trimming to the longest text, no length buckets): the papers' layout, in which every title
+        is padded to ``num_words_title`` tokens (``training.reference``). The same vectors, more compute.
+        """
         if len(items) == 0:
             return self.head.layers[0].weight.new_zeros(0, self.d_model)
+        if fixed_width:
+            return self.head(self.pooled(items, fixed_width=True))
         buckets = self.config.length_buckets
         if buckets <= 1 or len(items) < 2 * MIN_BUCKET or items.attention_mask is None:
             return self.head(self.pooled(items))
@@ -214,9 +226,9 @@ class TextEncoder(ItemEncoder):
         pooled = torch.cat([self.pooled(items.select(chunk)) for chunk in chunks])
         return self.head(pooled[order.argsort()])
 
-    def pooled(self, items: ItemBatch) -> torch.Tensor:
+    def pooled(self, items: ItemBatch, fixed_width: bool = False) -> torch.Tensor:
         """The pooled backbone output ``[U, H]`` (before the DT layer)."""
-        states, mask = self.token_states(items)
+        states, mask = self.token_states(items, fixed_width)
         if self.config.pooling == "cls":
             return states[:, 0]
         if self.pooling is not None:
