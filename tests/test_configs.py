@@ -33,12 +33,17 @@ def test_the_synthetic_pair_runs_from_the_command_line(tmp_path, capsys, monkeyp
     world = tmp_path / "world"
     assert main(["data", "synth", "--tiny", "--output", str(world), "--user-k", "3"]) == 0
     src, dst = tmp_path / "src", tmp_path / "dst"
-    common = ["epochs=2", "device=cpu", "--quiet"]
+    common = ["epochs=2", "device=cpu"]
+    capsys.readouterr()
     assert main(["train", "--config", "configs/synthetic_source.yaml", f"dataset={world / 'source'}",
-                 f"output_dir={src}", *common]) == 0  # fmt: skip
+                 f"output_dir={src}", *common, "--quiet"]) == 0  # fmt: skip
+    quiet = capsys.readouterr()
+    assert "epoch 1: loss" not in quiet.err + quiet.out and "best epoch" in quiet.out  # warnings only
     assert main(["train", "--config", "configs/synthetic_target_haspt.yaml", f"dataset={world / 'target'}",
                  f"output_dir={dst}", f"init_checkpoint={src / 'best'}", *common]) == 0  # fmt: skip
-    assert "loaded item_encoder" not in capsys.readouterr().err  # --quiet
+    loud = capsys.readouterr()  # progress lines on stderr, the result on stdout
+    assert "loaded item_encoder (" in loud.err and "epoch 2: loss" in loud.err
+    assert "loaded item_encoder" not in loud.out and "epoch 2: loss" not in loud.out and "test: " in loud.out
     assert json.loads((dst / "result.json").read_text())["status"] == "finished"
     out = tmp_path / "zero_shot.json"
     assert main(["evaluate", "--checkpoint", str(src / "best"), "--dataset", str(world / "target"),

@@ -23,19 +23,16 @@ class UserError(TransrecError):
     """Input that transrec refuses; the message says what is wrong and is shown to the user as is."""
 
 
+class UsageError(UserError, ValueError):
+    """Command-line arguments that do not go together, or one that is missing."""
+
+
 class MissingPathError(UserError, FileNotFoundError):
     """A file or folder the user named (or that a step they skipped would have made) does not exist."""
-
-    def __init__(self, message: str) -> None:
-        # One argument, so that str() is the message rather than OSError's "(errno, strerror)" form.
-        super().__init__(message)
 
 
 class PathExistsError(UserError, FileExistsError):
     """A folder the user asked transrec to write already exists and may not be replaced."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
 
 
 class UnknownNameError(UserError, KeyError):
@@ -44,3 +41,7 @@ class UnknownNameError(UserError, KeyError):
     def __str__(self) -> str:
         # KeyError's str() is the repr of its argument (quotes and escapes); a user reads the message.
         return str(self.args[0]) if self.args else ""
+
+
+class DownloadError(UserError, OSError):
+    """Something transrec must download could not be had from any source; the message names each."""

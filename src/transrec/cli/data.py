@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 
 from transrec.config import from_dict, merge, parse_overrides, to_dict
@@ -11,8 +12,11 @@ from transrec.data.loaders import LOADERS, _register_builtin_loaders, load_raw
 from transrec.data.paths import data_root
 from transrec.data.prepare import PrepareConfig, prepare
 from transrec.data.prepared import PreparedDataset
+from transrec.errors import MissingPathError, UsageError
 
 DEFAULT_DATASETS = {"ml-100k": "movielens"}
+
+logger = logging.getLogger(__name__)
 
 
 def add_parser(commands) -> None:
@@ -23,6 +27,7 @@ def add_parser(commands) -> None:
     fetch.add_argument("name", choices=sorted(DEFAULT_DATASETS))
     fetch.add_argument("--root", help="data folder (default $TRANSREC_HOME or ~/.cache/transrec)")
     fetch.add_argument("--source", default="auto", choices=["auto", "grouplens", "recbole-wheel"])
+    fetch.add_argument("--quiet", action="store_true", help="no progress lines (warnings only)")
     fetch.set_defaults(run=run_fetch)
 
     prep = sub.add_parser(
@@ -39,7 +44,7 @@ def add_parser(commands) -> None:
     prep.add_argument("--output", help="prepared dataset folder (default <root>/prepared/<name>)")
     prep.add_argument("--root", help="data folder (default $TRANSREC_HOME or ~/.cache/transrec)")
     prep.add_argument("--overwrite", action="store_true", help="replace an existing prepared folder")
-    prep.add_argument("--quiet", action="store_true", help="no progress bars")
+    prep.add_argument("--quiet", action="store_true", help="no progress bars or lines, only warnings")
     prep.set_defaults(run=run_prepare)
 
     synth = sub.add_parser(
@@ -89,15 +94,15 @@ def run_prepare(args: argparse.Namespace) -> int:
     if args.source in DEFAULT_DATASETS and not args.format:
         fmt, path, name = DEFAULT_DATASETS[args.source], root / args.source, args.source
         if not path.is_dir():
-            raise FileNotFoundError(f"{path} does not exist; run `transrec data fetch {args.source}` first")
+            raise MissingPathError(f"{path} does not exist; run `transrec data fetch {args.source}` first")
     else:
         if not args.format:
-            raise ValueError(f"--format is needed for {args.source}; formats: {', '.join(LOADERS.names())}")
+            raise UsageError(f"--format is needed for {args.source}; formats: {', '.join(LOADERS.names())}")
         fmt, path = args.format, Path(args.source)
         name = path.stem if path.is_file() else path.name
     config = _prepare_config(args)
     output = Path(args.output) if args.output else root / "prepared" / name
-    print(f"reading {path} ({fmt})...")
+    logger.info(f"reading {path} ({fmt})...")
     raw = load_raw(fmt, path, **options)
     dataset = prepare(
         raw, config, output, source={"format": fmt, "path": str(path), "options": options},

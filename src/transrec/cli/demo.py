@@ -13,12 +13,15 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import platform
 import time
 from datetime import date
 from pathlib import Path
 
 from transrec.data.paths import data_root
+
+logger = logging.getLogger(__name__)
 
 
 def add_parser(commands) -> None:
@@ -32,7 +35,7 @@ def add_parser(commands) -> None:
     demo.add_argument("--modality", choices=["text", "mom"], default="text", help=modality_help)
     demo.add_argument("--seeds", type=int, help="number of seeds per method (default 3; 2 with --quick)")
     demo.add_argument("--epochs", type=int, help="epochs per run (default 12; 2 with --quick)")
-    demo.add_argument("--quiet", action="store_true", help="no per-epoch progress bars")
+    demo.add_argument("--quiet", action="store_true", help="no progress bars or lines, only warnings")
     demo.set_defaults(run=run_demo)
 
 
@@ -69,13 +72,13 @@ def run_demo(args: argparse.Namespace) -> int:
     print_summary(dataset)
 
     _stage("2/4 source and target platforms")
-    source, target = prepare_platforms(folder, root, config, print)
+    source, target = prepare_platforms(folder, root, config)
     for part in (source, target):
         counts = f"{part.n_users:,} users, {part.n_items:,} items, {part.n_interactions:,} interactions"
         print(f"{part.name}: {counts}")
 
     _stage("3/4 pre-training on the source, transfer to the target")
-    runs = run_methods(source, target, config, print, progress=not args.quiet)
+    runs = run_methods(source, target, config, progress=not args.quiet)
 
     _stage("4/4 results")
     summary = summarise(runs)
@@ -107,7 +110,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def _stage(title: str) -> None:
-    print(f"\n== {title} ==", flush=True)
+    logger.info(f"== {title} ==")
 
 
 def _cpu_count() -> int:

@@ -1,16 +1,29 @@
-"""``transrec`` entry point: one sub-command per job, each a thin layer over a library function."""
+"""``transrec`` entry point: one sub-command per job, each a thin layer over a library function.
+
+Exit status: 0 done; 2 a user error (``transrec.errors.UserError``: a bad config, path, dataset,
+checkpoint or argument), shown as ``transrec: error: <message>`` without a traceback; 3 a training run
+that collapsed (``transrec train``); anything else is a bug and leaves with its traceback (status 1).
+
+The library reports progress through the ``transrec`` logger; the command line shows it on stderr (INFO,
+or WARNING and no progress bars with ``--quiet``), through tqdm's logging bridge so that a log line never
+breaks a progress bar. Results the user asked for (tables, metrics) go to stdout.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import sys
+from collections.abc import Iterator
+
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from transrec import __version__
 from transrec.cli import data as data_cli
 from transrec.cli import demo as demo_cli
 from transrec.cli import train as train_cli
-from transrec.config import ConfigError
-from transrec.data.errors import DataError
+from transrec.errors import UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,13 +47,42 @@ def main(argv: list[str] | None = None) -> int:
         if stray or not hasattr(args, "overrides"):
             parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
         args.overrides = [*args.overrides, *extra]
+    with command_logging(quiet=getattr(args, "quiet", False)):
+        try:
+            return int(args.run(args) or 0)
+        except UserError as err:
+            # The user's mistake, said in their terms; a traceback would only bury it. Bugs propagate.
+            print(f"transrec: error: {err}", file=sys.stderr)
+            return 2
+
+
+class _Formatter(logging.Formatter):
+    """Progress lines as they are; warnings and errors marked as such."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = super().format(record)
+        if record.levelno >= logging.WARNING:
+            return f"transrec: {record.levelname.lower()}: {message}"
+        return message
+
+
+@contextlib.contextmanager
+def command_logging(quiet: bool = False) -> Iterator[None]:
+    """For one command: the ``transrec`` logger writes INFO (WARNING when ``quiet``) and above to stderr,
+    through tqdm so that progress bars stay whole. The logger's handlers and level are restored after,
+    so that an embedding program (or a test) calling ``main`` keeps its own logging set-up."""
+    logger = logging.getLogger("transrec")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter("%(message)s"))
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
     try:
-        return int(args.run(args) or 0)
-    except (DataError, ConfigError, FileExistsError, FileNotFoundError, KeyError, ValueError) as err:
-        # User errors get one clear line, not a traceback.
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"transrec: error: {message}", file=sys.stderr)
-        return 2
+        with logging_redirect_tqdm(loggers=[logger]):
+            yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ def add_parser(commands) -> None:
     )
     train.add_argument("--config", help="YAML file of TrainConfig fields (see configs/)")
     train.add_argument("overrides", nargs="*", help="dotted key=value overrides")
-    train.add_argument("--quiet", action="store_true", help="no progress bars")
+    train.add_argument("--quiet", action="store_true", help="no progress bars or lines, only warnings")
     train.set_defaults(run=run_train)
 
     evaluate = commands.add_parser(

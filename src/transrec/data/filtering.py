@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from transrec.config import ConfigError
+
 
 def chronological_order(users: np.ndarray, timestamps: np.ndarray, tie_key: np.ndarray) -> np.ndarray:
     """Permutation sorting by user, then timestamp, then ``tie_key`` (all ascending, stable).
@@ -35,7 +37,7 @@ def first_occurrence_mask(users: np.ndarray, items: np.ndarray, n_items: int, ke
         _, index = np.unique(key[::-1], return_index=True)
         index = len(key) - 1 - index
     else:
-        raise ValueError(f"dedup must be 'first', 'last' or 'none', got {keep!r}")
+        raise ConfigError(f"dedup must be 'first', 'last' or 'none', got {keep!r}")
     mask[index] = True
     return mask
 

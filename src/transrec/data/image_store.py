@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from transrec.config import ConfigError
 from transrec.errors import UserError
 
 JPEG_FILE = "images.bin"
@@ -59,7 +60,7 @@ class ImageStoreWriter:
 
     def __init__(self, directory: Path, n_rows: int, image_format: str, size: int, jpeg_quality: int = 95):
         if image_format not in ("jpeg", "raw"):
-            raise ValueError(f"image_format must be 'jpeg' or 'raw', got {image_format!r}")
+            raise ConfigError(f"image_format must be 'jpeg' or 'raw', got {image_format!r}")
         self.directory, self.format, self.size, self.quality = directory, image_format, size, jpeg_quality
         self.n_rows, self.row = n_rows, 0
         if image_format == "jpeg":

@@ -12,6 +12,7 @@ from dataclasses import dataclass, fields, replace
 import numpy as np
 import torch
 
+from transrec.data.errors import DataError
 from transrec.data.prepared import IMAGE, TEXT, PreparedDataset
 
 
@@ -86,14 +87,14 @@ class ItemContent:
         self.tokens = self.lengths = None
         if text:
             if dataset.text_tokens is None:
-                raise ValueError(f"{dataset.path} has no text tokens (prepared with tokenizer=none)")
+                raise DataError(f"{dataset.path} has no text tokens (prepared with tokenizer=none)")
             self.tokens = torch.from_numpy(np.asarray(dataset.text_tokens, dtype=np.int64))
             self.lengths = torch.from_numpy(np.asarray(dataset.text_lengths, dtype=np.int64))
             self.pad_id = int(dataset.meta["tokenizer"]["pad_id"])
         self.store = None
         if image:
             if dataset.images is None:
-                raise ValueError(f"{dataset.path} has no images")
+                raise DataError(f"{dataset.path} has no images")
             self.store = dataset.images
         self.load_text, self.load_image, self.load_pixels = text, image, pixels
 

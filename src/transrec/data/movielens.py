@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import subprocess
 import sys
 import tempfile
@@ -32,6 +33,7 @@ from transrec.data.loaders.common import BadRowPolicy, check_policy
 from transrec.data.loaders.recbole import load_recbole, read_atomic
 from transrec.data.report import PreparationReport
 from transrec.data.schema import BytesImage, RawDataset
+from transrec.errors import DownloadError
 
 GROUPLENS_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
 RECBOLE_WHEEL = "recbole==1.2.1"
@@ -42,6 +44,8 @@ GENRES = (
     "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
     "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
 )  # fmt: skip
+
+logger = logging.getLogger(__name__)
 
 
 def _count_rows(path: Path) -> int:
@@ -128,12 +132,12 @@ SOURCES: dict[str, Callable[[Path, float], str]] = {
 }
 
 
-def fetch_ml100k(root: Path, source: str = "auto", timeout: float = 15.0, log=print) -> Path:
+def fetch_ml100k(root: Path, source: str = "auto", timeout: float = 15.0) -> Path:
     """Fetch MovieLens-100K into ``root/ml-100k`` (once) and verify it; returns that folder."""
     folder = Path(root) / "ml-100k"
     if (folder / "SOURCE.json").is_file():
         verify_ml100k(folder)
-        log(f"MovieLens-100K already cached in {folder}")
+        logger.info(f"MovieLens-100K already cached in {folder}")
         return folder
     order = list(SOURCES) if source == "auto" else [source]
     if any(name not in SOURCES for name in order):
@@ -141,19 +145,19 @@ def fetch_ml100k(root: Path, source: str = "auto", timeout: float = 15.0, log=pr
     folder.mkdir(parents=True, exist_ok=True)
     failures = []
     for name in order:
-        log(f"fetching MovieLens-100K from {name}...")
+        logger.info(f"fetching MovieLens-100K from {name}...")
         try:
             origin = SOURCES[name](folder, timeout)
         except (OSError, DataError, subprocess.SubprocessError) as err:
             failures.append(f"{name}: {err}")
-            log(f"  {name} unavailable ({str(err)[:200]})")
+            logger.info(f"  {name} unavailable ({str(err)[:200]})")
             continue
         counts = verify_ml100k(folder)
         digests = {f: hashlib.sha256((folder / f).read_bytes()).hexdigest() for f in FILES}
         info = {"source": origin, "counts": counts, "sha256": digests}
         (folder / "SOURCE.json").write_text(json.dumps(info, indent=2) + "\n")
         return folder
-    raise OSError("could not fetch MovieLens-100K:\n  " + "\n  ".join(failures))
+    raise DownloadError("could not fetch MovieLens-100K:\n  " + "\n  ".join(failures))
 
 
 @LOADERS.register("movielens")

@@ -38,7 +38,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 import transrec
-from transrec.config import to_dict
+from transrec.config import ConfigError, to_dict
 from transrec.data import filtering
 from transrec.data.errors import DataError
 from transrec.data.image_store import CorruptImageError, ImageStore, ImageStoreWriter, decode_and_resize
@@ -47,6 +47,7 @@ from transrec.data.prepared import FORMAT_VERSION, IMAGE, TEXT, PreparedDataset
 from transrec.data.report import PreparationReport
 from transrec.data.schema import FeatureValue, ImageRef, RawDataset
 from transrec.data.tokenize import build_tokenizer, tokenize_texts
+from transrec.errors import PathExistsError
 
 
 @dataclass
@@ -93,13 +94,13 @@ class PrepareConfig:
 
     def __post_init__(self) -> None:
         if self.user_k < 1 or self.item_k < 1:
-            raise ValueError("user_k and item_k must be at least 1")
+            raise ConfigError("user_k and item_k must be at least 1")
         if self.max_seq_len is not None and self.max_seq_len < 3:
-            raise ValueError("max_seq_len must be at least 3 (training, validation and test items)")
+            raise ConfigError("max_seq_len must be at least 3 (training, validation and test items)")
         if not 0.0 <= self.mom_image_fraction <= 1.0:
-            raise ValueError("mom_image_fraction must be within [0, 1]")
+            raise ConfigError("mom_image_fraction must be within [0, 1]")
         if self.image_size < 8:
-            raise ValueError("image_size must be at least 8")
+            raise ConfigError("image_size must be at least 8")
 
 
 def _decode(args: tuple[ImageRef, int]) -> tuple[str, Any]:
@@ -183,7 +184,7 @@ def prepare(
     """
     output = Path(output)
     if output.exists() and not overwrite:
-        raise FileExistsError(f"{output} exists; pass overwrite=True (--overwrite) to replace it")
+        raise PathExistsError(f"{output} exists; pass overwrite=True (--overwrite) to replace it")
     started = time.perf_counter()
     report = PreparationReport()
     report.merge(raw.report)
@@ -397,7 +398,7 @@ def tempfile_dir(output: Path) -> Path:
 def _move_into_place(work: Path, output: Path, overwrite: bool) -> None:
     if output.exists():
         if not overwrite:
-            raise FileExistsError(f"{output} exists")
+            raise PathExistsError(f"{output} exists")
         old = output.parent / f".{output.name}.old-{os.getpid()}"
         output.rename(old)
         work.rename(output)

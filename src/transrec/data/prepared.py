@@ -31,8 +31,10 @@ from typing import Any
 
 import numpy as np
 
+from transrec.data.errors import DataError
 from transrec.data.image_store import ImageStore
 from transrec.data.paths import resolve_dataset
+from transrec.errors import MissingPathError
 
 FORMAT_VERSION = 1
 TEXT, IMAGE = 1, 2
@@ -73,14 +75,14 @@ class PreparedDataset:
         self.path = resolve_dataset(path)
         meta_file = self.path / "meta.json"
         if not meta_file.is_file():
-            raise FileNotFoundError(
+            raise MissingPathError(
                 f"{self.path} is not a prepared dataset (no meta.json); run `transrec data prepare` first "
                 "(a bare name is looked up in $TRANSREC_HOME/prepared too)"
             )
         self.meta: dict[str, Any] = json.loads(meta_file.read_text())
         version = self.meta.get("format_version")
         if version != FORMAT_VERSION:
-            raise ValueError(
+            raise DataError(
                 f"{self.path}: prepared with format version {version}, this transrec reads {FORMAT_VERSION}; "
                 "prepare it again"
             )
@@ -159,7 +161,7 @@ class PreparedDataset:
         file = self.path / "features" / f"{side}.{name}.npy"
         if not file.is_file():
             known = sorted(self.meta.get("features", {}).get(side, {}))
-            raise KeyError(f"no {side} feature {name!r} in {self.path}; known: {', '.join(known) or 'none'}")
+            raise DataError(f"no {side} feature {name!r} in {self.path}; known: {', '.join(known) or 'none'}")
         return np.load(file)
 
     @property

@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from PIL import Image
 
+from transrec.config import ConfigError
 from transrec.data.schema import BytesImage, RawDataset, RawInteractions, RawItems
 
 #: The clock starts here (2020-09-13); timestamps are whole seconds stored as float64.
@@ -99,21 +100,21 @@ class SyntheticWorldConfig:
 
     def __post_init__(self) -> None:
         if self.n_topics < 2:
-            raise ValueError(f"n_topics must be at least 2, got {self.n_topics}")
+            raise ConfigError(f"n_topics must be at least 2, got {self.n_topics}")
         for name in ("source_users", "target_users", "words_per_text", "words_per_topic", "transition_paths"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("source_items", "target_items"):
             if getattr(self, name) < max(self.max_seq_len, self.n_topics):
-                raise ValueError(f"{name} ({getattr(self, name)}) must be at least max_seq_len and n_topics")
+                raise ConfigError(f"{name} ({getattr(self, name)}) must be at least max_seq_len and n_topics")
         if not 1 <= self.min_seq_len <= self.max_seq_len:
-            raise ValueError(
+            raise ConfigError(
                 f"need 1 <= min_seq_len <= max_seq_len, got {self.min_seq_len}, {self.max_seq_len}"
             )
         if self.image_size < 8:
-            raise ValueError(f"image_size must be at least 8, got {self.image_size}")
+            raise ConfigError(f"image_size must be at least 8, got {self.image_size}")
         if self.vocab_size < self.words_per_topic + 2 * self.style_words:
-            raise ValueError("vocab_size must be at least words_per_topic + 2 * style_words")
+            raise ConfigError("vocab_size must be at least words_per_topic + 2 * style_words")
         for name in (
             "text_only_fraction",
             "image_only_fraction",
@@ -124,18 +125,18 @@ class SyntheticWorldConfig:
             "same_second_fraction",
         ):
             if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.text_only_fraction + self.image_only_fraction > 1.0 + 1e-9:
-            raise ValueError("text_only_fraction + image_only_fraction must not exceed 1")
+            raise ConfigError("text_only_fraction + image_only_fraction must not exceed 1")
         if self.text_noise + self.domain_shift > 1.0:
-            raise ValueError("text_noise + domain_shift must not exceed 1")
+            raise ConfigError("text_noise + domain_shift must not exceed 1")
         if self.topic_stickiness + self.transition_smoothing > 1.0:
-            raise ValueError("topic_stickiness + transition_smoothing must not exceed 1")
+            raise ConfigError("topic_stickiness + transition_smoothing must not exceed 1")
         for name in ("image_noise", "colour_noise", "angle_noise", "popularity_skew", "style_words"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
         if self.time_span_days <= 0 or self.mean_gap_seconds <= 0:
-            raise ValueError("time_span_days and mean_gap_seconds must be positive")
+            raise ConfigError("time_span_days and mean_gap_seconds must be positive")
 
     @classmethod
     def tiny(cls, seed: int = 0, **overrides: object) -> SyntheticWorldConfig:

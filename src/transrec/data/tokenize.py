@@ -17,6 +17,9 @@ from typing import Protocol
 
 import numpy as np
 
+from transrec.config import ConfigError
+from transrec.errors import MissingPathError
+
 _WORD = re.compile(r"\w+|[^\w\s]", re.UNICODE)
 
 
@@ -46,7 +49,7 @@ class HashTokenizer:
 
     def __post_init__(self) -> None:
         if self.vocab_size < 16:
-            raise ValueError(f"hash tokenizer vocab_size must be at least 16, got {self.vocab_size}")
+            raise ConfigError(f"hash tokenizer vocab_size must be at least 16, got {self.vocab_size}")
 
     def word_id(self, word: str) -> int:
         digest = hashlib.blake2b(word.encode("utf-8"), digest_size=8).digest()
@@ -54,7 +57,7 @@ class HashTokenizer:
 
     def encode_batch(self, texts: list[str], max_length: int) -> list[list[int]]:
         if max_length < 2:
-            raise ValueError("max_length must leave room for [CLS] and [SEP]")
+            raise ConfigError("max_length must leave room for [CLS] and [SEP]")
         encoded = []
         for text in texts:
             words = _WORD.findall(text.lower())[: max_length - 2]
@@ -69,7 +72,7 @@ class HFTokenizer:
         directory = Path(directory)
         file = directory / "tokenizer.json"
         if not file.is_file():
-            raise FileNotFoundError(
+            raise MissingPathError(
                 f"no tokenizer.json in {directory}; give a directory saved by a Hugging Face fast tokenizer"
             )
         try:
@@ -113,7 +116,7 @@ def build_tokenizer(spec: str, hash_vocab_size: int = 30522) -> Tokenizer | None
         return tokenizer
     path = Path(spec)
     if not path.is_dir():
-        raise ValueError(f"tokenizer {spec!r} is neither hash, minilm, none nor a tokenizer directory")
+        raise ConfigError(f"tokenizer {spec!r} is neither hash, minilm, none nor a tokenizer directory")
     return HFTokenizer(path)
 
 

@@ -20,8 +20,8 @@ top-block training fit a laptop CPU here.
 from __future__ import annotations
 
 import json
+import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -35,6 +35,8 @@ from transrec.models.recommender import ModelConfig
 from transrec.training.checkpoint import evaluate_checkpoint
 from transrec.training.config import OptimConfig, TrainConfig
 from transrec.training.trainer import train
+
+logger = logging.getLogger(__name__)
 
 METHODS = ("Popularity", "IDRec", "TS", "NoPT", "HasPT", "Zero-shot")
 
@@ -92,12 +94,7 @@ class MethodRun:
     seconds: float
 
 
-Log = Callable[[str], None]
-
-
-def prepare_platforms(
-    raw_folder: Path, root: Path, config: DemoConfig, log: Log
-) -> tuple[PreparedDataset, ...]:
+def prepare_platforms(raw_folder: Path, root: Path, config: DemoConfig) -> tuple[PreparedDataset, ...]:
     """Split MovieLens-100K into the two platforms and prepare each (reused when already prepared)."""
     from transrec.data.loaders import load_raw
     from transrec.demo.split import split_platforms
@@ -108,9 +105,9 @@ def prepare_platforms(
     base = root / "prepared" / f"ml-100k-demo-{config.modality}-{slice_name}-s{config.split_seed}"
     wanted = to_dict(prep)
     if all(_prepared_with(base / part, wanted) for part in ("source", "target")):
-        log(f"using the prepared platforms in {base}")
+        logger.info(f"using the prepared platforms in {base}")
         return PreparedDataset(base / "source"), PreparedDataset(base / "target")
-    log("splitting MovieLens-100K into a source and a target platform (no shared user or item)...")
+    logger.info("splitting MovieLens-100K into a source and a target platform (no shared user or item)...")
     raw = load_raw("movielens", raw_folder)
     parts = split_platforms(raw, config.split_seed, config.users_per_platform)
     out = []
@@ -155,7 +152,7 @@ def train_config(config: DemoConfig, dataset: PreparedDataset, out: Path, method
     )  # fmt: skip
 
 
-def run_methods(source: PreparedDataset, target: PreparedDataset, config: DemoConfig, log: Log,
+def run_methods(source: PreparedDataset, target: PreparedDataset, config: DemoConfig,
                 progress: bool = True) -> list[MethodRun]:  # fmt: skip
     """Pre-train on ``source`` once, then run every method and seed on ``target``."""
     out = Path(config.output_dir)
@@ -167,11 +164,15 @@ def run_methods(source: PreparedDataset, target: PreparedDataset, config: DemoCo
     step = 0
     if needs_source:
         step += 1
-        log(f"[{step}/{total}] pre-training on the source ({source.n_users} users, {source.n_items} items)")
+        logger.info(
+            f"[{step}/{total}] pre-training on the source ({source.n_users} users, {source.n_items} items)"
+        )
         started = time.perf_counter()
         pretrain = train_config(config, source, out / "source", "NoPT", config.seeds[0], config.source_epochs)
         result = train(pretrain, progress=progress)
-        log(f"      source test NDCG@10 {result.test['NDCG@10']:.4f} ({time.perf_counter() - started:.0f} s)")
+        logger.info(
+            f"      source test NDCG@10 {result.test['NDCG@10']:.4f} ({time.perf_counter() - started:.0f} s)"
+        )
     for method in config.methods:
         if method == "Popularity":
             scorer = BASELINES.get("popularity")(target, 0)
@@ -181,11 +182,11 @@ def run_methods(source: PreparedDataset, target: PreparedDataset, config: DemoCo
             started = time.perf_counter()
             test = evaluate_checkpoint(checkpoint, target, "test")
             runs.append(MethodRun(method, config.seeds[0], test, [], time.perf_counter() - started))
-            log(f"      zero-shot on the target: NDCG@10 {test['NDCG@10']:.4f}")
+            logger.info(f"      zero-shot on the target: NDCG@10 {test['NDCG@10']:.4f}")
             continue
         for seed in config.seeds:
             step += 1
-            log(f"[{step}/{total}] {method} on the target, seed {seed}")
+            logger.info(f"[{step}/{total}] {method} on the target, seed {seed}")
             run_config = train_config(
                 config, target, out / f"{method}-seed{seed}", method, seed, config.epochs
             )
@@ -195,6 +196,6 @@ def run_methods(source: PreparedDataset, target: PreparedDataset, config: DemoCo
             curve = [json.loads(line)["valid_NDCG@10"]
                      for line in (result.output_dir / "metrics.jsonl").read_text().splitlines()]  # fmt: skip
             runs.append(MethodRun(method, seed, result.test or {}, curve, result.seconds))
-            log(f"      test NDCG@10 {result.test['NDCG@10']:.4f} HR@10 {result.test['HR@10']:.4f} "
-                f"({result.seconds:.0f} s, best epoch {result.best_epoch})")  # fmt: skip
+            logger.info(f"      test NDCG@10 {result.test['NDCG@10']:.4f} HR@10 {result.test['HR@10']:.4f} "
+                        f"({result.seconds:.0f} s, best epoch {result.best_epoch})")  # fmt: skip
     return runs

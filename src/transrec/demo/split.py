@@ -15,6 +15,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from transrec.data.errors import DataError
 from transrec.data.schema import RawDataset, RawInteractions, RawItems, RawUsers
 
 
@@ -30,7 +31,7 @@ def split_platforms(
             slice for smoke tests.
     """
     if raw.items is None:
-        raise ValueError(f"{raw.name} has no item table: platforms are split by their items' content")
+        raise DataError(f"{raw.name} has no item table: platforms are split by their items' content")
     rng = np.random.default_rng(seed)
     item_ids = np.array(raw.items.ids, dtype=object)
     user_ids = np.array(sorted(set(raw.interactions.users.tolist())), dtype=object)

@@ -16,8 +16,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from transrec.config import from_dict, to_dict
+from transrec.config import ConfigError, from_dict, to_dict
 from transrec.data.item_content import ItemBatch
+from transrec.errors import MissingPathError
 from transrec.models.item_encoders import build_item_encoder
 from transrec.models.item_encoders.freezing import fully_frozen_modules
 from transrec.models.side_features import SideFeatures
@@ -162,7 +163,7 @@ class SequentialRecommender(nn.Module):
         ``modality_encoders``: the pretrained backbones (``item_encoder.modality_parameters()``)."""
         unknown = sorted(set(parts) - set(FREEZABLE))
         if unknown:
-            raise ValueError(f"cannot freeze {unknown}; parts are {', '.join(FREEZABLE)}")
+            raise ConfigError(f"cannot freeze {unknown}; parts are {', '.join(FREEZABLE)}")
         for part in parts:
             if part == "modality_encoders":
                 params = self.item_encoder.modality_parameters()
@@ -192,7 +193,9 @@ class SequentialRecommender(nn.Module):
         directory = Path(directory)
         config_file = directory / CONFIG_FILE
         if not config_file.is_file():
-            raise FileNotFoundError(f"{directory} is not a transrec checkpoint (no {CONFIG_FILE})")
+            raise MissingPathError(f"{directory} is not a transrec checkpoint (no {CONFIG_FILE})")
+        if not (directory / WEIGHTS_FILE).is_file():
+            raise MissingPathError(f"{directory} is not a transrec checkpoint (no {WEIGHTS_FILE})")
         config = from_dict(ModelConfig, json.loads(config_file.read_text()))
         model = cls(config)
         state = load_file(str(directory / WEIGHTS_FILE), device=str(map_location))
@@ -221,4 +224,8 @@ def write_pretrained(
 
 
 def read_model_config(directory: str | Path) -> ModelConfig:
-    return from_dict(ModelConfig, json.loads((Path(directory) / CONFIG_FILE).read_text()))
+    """The ModelConfig of the checkpoint in ``directory``; MissingPathError if it holds none."""
+    config_file = Path(directory) / CONFIG_FILE
+    if not config_file.is_file():
+        raise MissingPathError(f"{directory} is not a transrec checkpoint (no {CONFIG_FILE})")
+    return from_dict(ModelConfig, json.loads(config_file.read_text()))

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from transrec.data.errors import DataError
 from transrec.data.item_content import ItemBatch, ItemContent
 from transrec.data.prepared import PreparedDataset
 from transrec.training import reference
@@ -48,7 +49,7 @@ def sample_uniform_excluding(
     if count == 0:
         return np.zeros(shape, dtype=np.int64)
     if n_allowed <= 0:
-        raise ValueError(f"no item left to sample: all {n_items} items are excluded for this user")
+        raise DataError(f"no item left to sample: all {n_items} items are excluded for this user")
     ranks = rng.integers(0, n_allowed, size=count)
     allowed_before = np.asarray(excluded, dtype=np.int64) - 1 - np.arange(len(excluded))
     items = ranks + 1 + np.searchsorted(allowed_before, ranks, side="right")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from transrec.config import ConfigError
 from transrec.models.recommender import FREEZABLE, ModelConfig
 
 
@@ -78,7 +79,7 @@ class CPCConfig:
 
     def __post_init__(self) -> None:
         if self.positives < 1 or self.negatives < 1:
-            raise ValueError("cpc needs positives >= 1 and negatives >= 1")
+            raise ConfigError("cpc needs positives >= 1 and negatives >= 1")
 
 
 @dataclass
@@ -179,12 +180,12 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if not 0.0 < self.user_fraction <= 1.0:
-            raise ValueError("user_fraction must be in (0, 1]")
+            raise ConfigError("user_fraction must be in (0, 1]")
         # Which modes and keys each objective reads: training.validation.OBJECTIVES, checked by train().
         unknown = sorted(set(self.frozen) - set(FREEZABLE))
         if unknown:
-            raise ValueError(f"frozen: unknown part(s) {unknown}; parts are {', '.join(FREEZABLE)}")
+            raise ConfigError(f"frozen: unknown part(s) {unknown}; parts are {', '.join(FREEZABLE)}")
         if self.objective == "bce" and self.n_negatives < 1:
-            raise ValueError("bce needs n_negatives >= 1")
+            raise ConfigError("bce needs n_negatives >= 1")
         if self.mode == "masked" and self.objective == "bce" and self.n_negatives < 1:
-            raise ValueError("masked training with bce needs negatives")
+            raise ConfigError("masked training with bce needs negatives")

@@ -18,6 +18,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from transrec.config import ConfigError
+
 UNCHANGED, SHUFFLED, REPLACED = 0, 1, 2
 
 
@@ -83,7 +85,7 @@ def cross_modal_loss(
     of the anchor's item (and, for ``nicl``, of the next item) are left out of N.
     """
     if variant not in ("vcl", "icl", "nicl"):
-        raise ValueError(f"variant must be vcl, icl or nicl, not {variant!r}")
+        raise ConfigError(f"variant must be vcl, icl or nicl, not {variant!r}")
     batch, length, d = text.shape
     t = F.normalize(text, dim=-1).reshape(-1, d)
     v = F.normalize(image, dim=-1).reshape(-1, d)

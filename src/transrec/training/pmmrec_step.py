@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import torch
 
+from transrec.config import ConfigError
 from transrec.training import pmmrec_objectives as objectives
 from transrec.training.config import PMMRecLossConfig
 
@@ -33,12 +34,12 @@ def pmmrec_loss(
     eq. 5 literally reads (``"slots"``)."""
     needs_modalities = config.contrastive > 0
     if needs_modalities and not hasattr(model.item_encoder, "encode"):
-        raise ValueError(
+        raise ConfigError(
             f"the pmmrec cross-modal term needs the mm item encoder, not {model.config.item_encoder!r} "
             "(or set pmmrec.contrastive=0)"
         )
     if config.nid > 0 and model.nid_classifier is None:
-        raise ValueError("the pmmrec NID term needs model.nid_head: true (or set pmmrec.nid=0)")
+        raise ConfigError("the pmmrec NID term needs model.nid_head: true (or set pmmrec.nid=0)")
     if needs_modalities:
         encoded = model.item_encoder.encode(batch["items"])
         vectors = model.with_item_features(encoded["item"], batch["items"].item_ids)

@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from transrec.config import ConfigError
+
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -22,9 +24,9 @@ class Precision:
 
     def __init__(self, name: str, device: torch.device) -> None:
         if name not in DTYPES:
-            raise ValueError(f"precision must be one of {', '.join(DTYPES)}, not {name!r}")
+            raise ConfigError(f"precision must be one of {', '.join(DTYPES)}, not {name!r}")
         if name == "fp16" and device.type != "cuda":
-            raise ValueError("precision fp16 needs a CUDA device; use bf16 or fp32 on a CPU")
+            raise ConfigError("precision fp16 needs a CUDA device; use bf16 or fp32 on a CPU")
         self.name, self.device, self.dtype = name, device, DTYPES[name]
         self.scaler = torch.amp.GradScaler("cuda") if name == "fp16" else None
 

@@ -11,6 +11,7 @@ after every epoch, so a killed run resumed with the same config ends with the sa
 from __future__ import annotations
 
 import json
+import logging
 import math
 import random
 import shutil
@@ -26,7 +27,7 @@ from safetensors.torch import load_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from transrec.config import dump_yaml
+from transrec.config import ConfigError, dump_yaml
 from transrec.data.item_content import ItemContent
 from transrec.data.prepared import PreparedDataset
 from transrec.evaluation.model_eval import evaluate_model
@@ -56,6 +57,8 @@ from transrec.training.step import TrainingObjective
 from transrec.training.validation import validate_config
 from transrec.utils.distributed import DistributedContext, join_process_group, local_device
 from transrec.utils.io import atomic_write_text
+
+logger = logging.getLogger(__name__)
 
 TRUNK_CACHE_DIR = "trunk_cache"  # a memory-mapped frozen-trunk cache too large for memory; removed at the end
 
@@ -114,11 +117,11 @@ def check_mode(model: SequentialRecommender, mode: str) -> None:
     evaluated through its mask slot, so it must be trained by masking (and only it can be)."""
     encoder = type(model.user_encoder).__name__
     if mode == "masked" and not model.user_encoder.masked_training:
-        raise ValueError(f"mode=masked needs a masked-item user encoder (bert4rec); {encoder} is not one")
+        raise ConfigError(f"mode=masked needs a masked-item user encoder (bert4rec); {encoder} is not one")
     if mode != "masked" and model.user_encoder.masked_training:
-        raise ValueError(f"{encoder} is trained by masked-item prediction: use mode=masked, not {mode}")
+        raise ConfigError(f"{encoder} is trained by masked-item prediction: use mode=masked, not {mode}")
     if mode == "s2s" and not model.user_encoder.causal:
-        raise ValueError(f"{encoder} is bidirectional: S2S training would show it every next item")
+        raise ConfigError(f"{encoder} is bidirectional: S2S training would show it every next item")
 
 
 def item_content(
@@ -131,7 +134,7 @@ def item_content(
 ) -> ItemContent:
     """The item content the run reads, after building the frozen-trunk cache when the model has a
     frozen trunk and ``config.trunk_cache`` is on (then images are no longer loaded); a cache too large
-    for memory is memory-mapped in ``directory``."""
+    for memory is memory-mapped in ``directory``. ``progress``: this process logs the time the cache took."""
     encoder = model.item_encoder
     content = ItemContent(dataset, text=encoder.needs_text, image=encoder.needs_image)
     if not (config.trunk_cache and encoder.has_frozen_trunk) or config.reference_path:
@@ -191,8 +194,8 @@ def _train(config: TrainConfig, ctx: DistributedContext, progress: bool, hook: H
         loaded = load_components(model, config.init_checkpoint, list(config.init_components))
         if any(c.startswith("item_encoder") for c in loaded) and model.item_encoder.needs_text:
             check_tokenizer(read_model_config(config.init_checkpoint), dataset, config.init_checkpoint)
-        _log(progress, f"loaded {', '.join(f'{c} ({len(k)} tensors)' for c, k in loaded.items())} "
-                       f"from {config.init_checkpoint}")  # fmt: skip
+        _log(main, f"loaded {', '.join(f'{c} ({len(k)} tensors)' for c, k in loaded.items())} "
+                   f"from {config.init_checkpoint}")  # fmt: skip
     model.attach_features(dataset)
     model.freeze(config.frozen)  # before the optimizer, which then never holds the frozen parameters
 
@@ -204,7 +207,7 @@ def _train(config: TrainConfig, ctx: DistributedContext, progress: bool, hook: H
     if resuming:
         load_last_weights(out / "last", model)  # before the trunk cache is built from them
     cache_dir = out / TRUNK_CACHE_DIR / f"rank{ctx.rank}"
-    content = item_content(model, dataset, config, device, cache_dir, progress)
+    content = item_content(model, dataset, config, device, cache_dir, main)
     data = SequenceTrainingData(
         dataset,
         max_len=model_config.max_len,
@@ -223,7 +226,7 @@ def _train(config: TrainConfig, ctx: DistributedContext, progress: bool, hook: H
     if resuming:
         state = load_last_optimizer(out / "last", optimizer)
         precision.load_state_dict(state.pop("loss_scale", {}))
-        _log(progress, f"resuming from {out / 'last'} after epoch {state['epoch']}")
+        _log(main, f"resuming from {out / 'last'} after epoch {state['epoch']}")
     history = _read_metrics(out / "metrics.jsonl", before_epoch=state["epoch"])
     random_level = random_ndcg_at_10(dataset)
 
@@ -262,8 +265,8 @@ def _train(config: TrainConfig, ctx: DistributedContext, progress: bool, hook: H
             **{f"valid_{k}": v for k, v in valid.items()},
         }
         history.append(record)
-        _log(progress, f"epoch {epoch + 1}: loss {record['loss']:.4f}  valid NDCG@10 {valid['NDCG@10']:.4f}  "
-                       f"HR@10 {valid['HR@10']:.4f}")  # fmt: skip
+        _log(main, f"epoch {epoch + 1}: loss {record['loss']:.4f}  valid NDCG@10 {valid['NDCG@10']:.4f}  "
+                   f"HR@10 {valid['HR@10']:.4f}")  # fmt: skip
         improved = valid["NDCG@10"] > state["best"]
         if improved:
             state.update(best=valid["NDCG@10"], best_epoch=epoch + 1, best_valid=valid, bad_epochs=0)
@@ -295,7 +298,7 @@ def _train(config: TrainConfig, ctx: DistributedContext, progress: bool, hook: H
                 main,
             )  # fmt: skip
         if state["bad_epochs"] >= config.patience:
-            _log(progress, f"early stop: no better validation NDCG@10 for {config.patience} epochs")
+            _log(main, f"early stop: no better validation NDCG@10 for {config.patience} epochs")
             break
 
     # The best weights go into this model: its frozen trunk, and so its cache, are those of best/.
@@ -390,5 +393,5 @@ def _write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def _log(enabled: bool, message: str) -> None:
-    if enabled:
-        tqdm.write(message)
+    if enabled:  # one process reports: rank 0 under torchrun
+        logger.info(message)

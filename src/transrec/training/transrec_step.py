@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import torch
 
+from transrec.config import ConfigError
 from transrec.training.transrec_objectives import cpc_loss, uep_loss
 
 
@@ -29,7 +30,7 @@ def _item_rows(model, batch: dict) -> torch.Tensor:
 def uep_step_loss(model, batch: dict) -> torch.Tensor:
     """TransRec eq. 8-9 on an s2s/s2o batch, averaged over the positions with a target."""
     if model.uep_head is None:
-        raise ValueError("the uep objective needs model.uep_head: true (TransRec eq. 8's W^U, b^U)")
+        raise ConfigError("the uep objective needs model.uep_head: true (TransRec eq. 8's W^U, b^U)")
     table = _item_rows(model, batch)
     hidden = model.user_states(table[batch["inputs_inv"] + 1], batch["valid"], batch["user_ids"])
     at = batch["targets"] != 0

@@ -8,11 +8,14 @@ problem; "skip": count it in the report and go on).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from transrec.config import ConfigError
 from transrec.data.schema import RawDataset
+from transrec.errors import MissingPathError
 from transrec.registry import Registry
 
 Loader = Callable[..., RawDataset]
@@ -21,10 +24,28 @@ LOADERS: Registry[Loader] = Registry("data format")
 
 
 def load_raw(format: str, path: str | Path, **options: Any) -> RawDataset:
-    """Read a dataset in one of the registered formats (``LOADERS.names()``)."""
+    """Read a dataset in one of the registered formats (``LOADERS.names()``). Raises MissingPathError
+    when ``path`` does not exist and ConfigError naming any option the format's loader does not take."""
     _register_builtin_loaders()
     loader = LOADERS.get(format)
+    if not Path(path).exists():
+        raise MissingPathError(f"{path} does not exist (the {format} dataset to read)")
+    known = _option_names(loader)
+    unknown = sorted(set(options) - known) if known is not None else []
+    if unknown:
+        options_text = ", ".join(sorted(known)) or "none"
+        raise ConfigError(
+            f"the {format} loader has no option(s) {', '.join(unknown)}; its options: {options_text}"
+        )
     return loader(Path(path), **options)
+
+
+def _option_names(loader: Loader) -> set[str] | None:
+    """The keyword options ``loader`` takes after its path (None: it takes any, through ``**kwargs``)."""
+    parameters = list(inspect.signature(loader).parameters.values())[1:]
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None
+    return {p.name for p in parameters if p.kind is not inspect.Parameter.VAR_POSITIONAL}
 
 
 def _register_builtin_loaders() -> None:

@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
+from transrec.config import ConfigError
 from transrec.data.errors import DataError
 from transrec.data.report import PreparationReport
 
@@ -25,7 +26,7 @@ def require_file(path: Path, what: str) -> Path:
 
 def check_policy(on_bad_row: str) -> None:
     if on_bad_row not in ("error", "skip"):
-        raise ValueError(f"on_bad_row must be 'error' or 'skip', got {on_bad_row!r}")
+        raise ConfigError(f"on_bad_row must be 'error' or 'skip', got {on_bad_row!r}")
 
 
 def bad_row(problem: str, path: Path, line: int, on_bad_row: BadRowPolicy, report: PreparationReport) -> None:

@@ -39,6 +39,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from transrec.config import ConfigError
 from transrec.data.errors import DataError
 from transrec.data.loaders import LOADERS
 from transrec.data.loaders.common import (
@@ -68,7 +69,7 @@ def load_mind(
 ) -> RawDataset:
     check_policy(on_bad_row)
     if text not in TEXT_CHOICES:
-        raise ValueError(f"text must be one of {', '.join(TEXT_CHOICES)}, got {text!r}")
+        raise ConfigError(f"text must be one of {', '.join(TEXT_CHOICES)}, got {text!r}")
     if isinstance(splits, str):
         splits = [splits]
     path = Path(path)

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from transrec.config import ConfigError
 from transrec.data.errors import DataError
 from transrec.data.loaders import LOADERS
 from transrec.data.loaders.common import (
@@ -144,9 +145,9 @@ def load_morec(
 ) -> RawDataset:
     check_policy(on_bad_row)
     if text not in TEXT_CHOICES:
-        raise ValueError(f"text must be one of {', '.join(TEXT_CHOICES)}, got {text!r}")
+        raise ConfigError(f"text must be one of {', '.join(TEXT_CHOICES)}, got {text!r}")
     if image_dir is not None and image_lmdb is not None:
-        raise ValueError("give image_dir or image_lmdb, not both")
+        raise ConfigError("give image_dir or image_lmdb, not both")
     path = Path(path)
     name = name or path.name
     report = PreparationReport()

@@ -46,6 +46,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from transrec.config import ConfigError
 from transrec.data.errors import DataError
 from transrec.data.loaders import LOADERS
 from transrec.data.loaders.common import (
@@ -87,7 +88,7 @@ def load_ninerec(
 ) -> RawDataset:
     check_policy(on_bad_row)
     if time_unit not in TIME_UNITS:
-        raise ValueError(f"time_unit must be one of {', '.join(TIME_UNITS)}, got {time_unit!r}")
+        raise ConfigError(f"time_unit must be one of {', '.join(TIME_UNITS)}, got {time_unit!r}")
     path = Path(path)
     name = name or path.name
     report = PreparationReport()

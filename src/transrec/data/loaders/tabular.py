@@ -49,6 +49,7 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from transrec.config import ConfigError
 from transrec.data.errors import DataError
 from transrec.data.loaders import LOADERS
 from transrec.data.loaders.common import (
@@ -98,13 +99,13 @@ def load_tabular(
     check_policy(on_bad_row)
     unknown = set(columns or {}) - set(ROLES)
     if unknown:
-        raise ValueError(f"unknown column roles {sorted(unknown)}; known: {', '.join(ROLES)}")
+        raise ConfigError(f"unknown column roles {sorted(unknown)}; known: {', '.join(ROLES)}")
     cols = {**DEFAULT_COLUMNS, **(columns or {})}
     formats = [time_format] if isinstance(time_format, str) else time_format
     path = Path(path)
     folder = path.parent if path.is_file() else path
     if interactions is None and not path.is_file():
-        raise ValueError("tabular: pass interactions=<file> (or give the interactions file as the path)")
+        raise ConfigError("tabular: pass interactions=<file> (or give the interactions file as the path)")
     inter_path = _existing(path if interactions is None else folder / interactions, "interactions file")
     report = PreparationReport()
     reader = _Reader(delimiter, on_bad_row, report)
@@ -119,11 +120,11 @@ def load_tabular(
         root = item_path.parent if image_root is None else folder / image_root
         raw_items = _read_items(reader, item_path, cols, item_features, root)
     elif cols.get("text") is not None or cols.get("image") is not None:
-        raise ValueError("tabular: text or image columns were given, but no items file")
+        raise ConfigError("tabular: text or image columns were given, but no items file")
     raw_users = None
     if user_features:
         if users is None:
-            raise ValueError("tabular: user_features need a users file (users=...)")
+            raise ConfigError("tabular: user_features need a users file (users=...)")
         user_path = _existing(folder / users, "users file")
         files.append(user_path)
         raw_users = _read_users(reader, user_path, cols.get("user_id") or cols["user"], user_features)

@@ -23,6 +23,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from transrec.config import ConfigError
 from transrec.models.item_encoders.trunk_cache import TrunkReplay
 
 FreezeMode = Literal["none", "top_k", "all"]
@@ -49,11 +50,11 @@ class FreezeConfig:
     def __post_init__(self) -> None:
         if self.freeze == "top_k":
             if self.trainable_blocks is None or self.trainable_blocks < 1:
-                raise ValueError(f"freeze=top_k needs trainable_blocks >= 1, got {self.trainable_blocks}")
+                raise ConfigError(f"freeze=top_k needs trainable_blocks >= 1, got {self.trainable_blocks}")
         elif self.trainable_blocks is not None:
-            raise ValueError(f"trainable_blocks is only read with freeze=top_k, not freeze={self.freeze}")
+            raise ConfigError(f"trainable_blocks is only read with freeze=top_k, not freeze={self.freeze}")
         if self.dnn_layers < 0:
-            raise ValueError(f"dnn_layers must be >= 0, got {self.dnn_layers}")
+            raise ConfigError(f"dnn_layers must be >= 0, got {self.dnn_layers}")
 
 
 def find_blocks(model: nn.Module) -> list[str]:
@@ -124,9 +125,9 @@ class FrozenBackbone(nn.Module):
 def _freeze_below_top_blocks(model: nn.Module, k: int) -> list[str]:
     blocks = find_blocks(model)
     if not blocks:
-        raise ValueError(f"found no block list in {type(model).__name__}; use freeze=none or freeze=all")
+        raise ConfigError(f"found no block list in {type(model).__name__}; use freeze=none or freeze=all")
     if k > len(blocks):
-        raise ValueError(f"trainable_blocks={k} but {type(model).__name__} has only {len(blocks)} blocks")
+        raise ConfigError(f"trainable_blocks={k} but {type(model).__name__} has only {len(blocks)} blocks")
     # "Everything above" = every parameter registered after the lowest trainable block's first one; the
     # supported backbones register modules in the order they run (embeddings, blocks, final norm, pooler).
     lowest = blocks[-k] + "."

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from transrec.config import ConfigError
 from transrec.data.item_content import ItemBatch
 from transrec.models.item_encoders import ITEM_ENCODERS
 from transrec.models.item_encoders.base import ItemEncoder
@@ -25,7 +26,7 @@ class IDEncoderConfig:
 
     def __post_init__(self) -> None:
         if self.init_std <= 0:
-            raise ValueError(f"init_std must be positive, got {self.init_std}")
+            raise ConfigError(f"init_std must be positive, got {self.init_std}")
 
 
 @ITEM_ENCODERS.register("id")

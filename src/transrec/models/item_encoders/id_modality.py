@@ -14,6 +14,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from transrec.config import ConfigError
 from transrec.data.item_content import ItemBatch, ItemContent
 from transrec.models.item_encoders import ITEM_ENCODERS, build_item_encoder
 from transrec.models.item_encoders.base import ItemEncoder
@@ -41,9 +42,9 @@ class IDModalityConfig:
 
     def __post_init__(self) -> None:
         if self.combine not in ("add", "concat"):
-            raise ValueError(f"combine must be add or concat, not {self.combine!r}")
+            raise ConfigError(f"combine must be add or concat, not {self.combine!r}")
         if self.modality in ("id", "id_modality"):
-            raise ValueError(f"modality must be a content encoder, not {self.modality!r}")
+            raise ConfigError(f"modality must be a content encoder, not {self.modality!r}")
 
 
 @ITEM_ENCODERS.register("id_modality")

@@ -21,8 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from transrec.config import ConfigError
+from transrec.data.errors import DataError
 from transrec.data.item_content import ItemBatch, ItemContent
 from transrec.data.prepared import IMAGE
+from transrec.errors import MissingPathError
 from transrec.models.item_encoders import ITEM_ENCODERS
 from transrec.models.item_encoders.base import ItemEncoder
 from transrec.models.item_encoders.freezing import (
@@ -72,11 +75,11 @@ class ImageEncoderConfig(FreezeConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if (self.backbone is None) == (self.hf_config is None):
-            raise ValueError("give exactly one of backbone (a name or directory) and hf_config")
+            raise ConfigError("give exactly one of backbone (a name or directory) and hf_config")
         if self.hf_config is not None and "model_type" not in self.hf_config:
-            raise ValueError("hf_config needs a model_type (e.g. vit, swin, resnet, clip_vision_model)")
+            raise ConfigError("hf_config needs a model_type (e.g. vit, swin, resnet, clip_vision_model)")
         if self.backbone == EFFICIENTNET_LITE0 and self.pooling == "cls":
-            raise ValueError("EfficientNet has no CLS token; use pooling pooler or mean")
+            raise ConfigError("EfficientNet has no CLS token; use pooling pooler or mean")
 
 
 class EfficientNetFeatures(nn.Module):
@@ -123,12 +126,12 @@ class HFVisionFeatures(nn.Module):
         name = type(self.net).__name__
         if self.pooling == "pooler":
             if out.pooler_output is None:
-                raise ValueError(f"{name} returns no pooled output; use pooling cls or mean")
+                raise ConfigError(f"{name} returns no pooled output; use pooling cls or mean")
             return out.pooler_output.flatten(1)  # ResNet pools to [U, C, 1, 1]
         hidden = out.last_hidden_state
         if hidden.ndim == 4:  # a CNN feature map [U, C, h, w]
             if self.pooling == "cls":
-                raise ValueError(f"{name} is a CNN without a CLS token; use pooling pooler or mean")
+                raise ConfigError(f"{name} is a CNN without a CLS token; use pooling pooler or mean")
             return hidden.mean(dim=(2, 3))
         return hidden[:, 0] if self.pooling == "cls" else hidden.mean(dim=1)
 
@@ -155,7 +158,7 @@ def load_image_backbone(config: ImageEncoderConfig) -> tuple[nn.Module, int | No
     else:
         path = Path(str(config.backbone))
         if not path.is_dir():
-            raise FileNotFoundError(
+            raise MissingPathError(
                 f"image backbone {path} is neither {EFFICIENTNET_LITE0} nor a checkpoint directory "
                 "(models are never downloaded)"
             )
@@ -224,7 +227,7 @@ class ImageEncoder(ItemEncoder):
             raise ValueError("the image encoder needs images: load the item content with image=True")
         missing = int((~items.has_image).sum())
         if missing:
-            raise ValueError(
+            raise DataError(
                 f"{missing} of {len(items)} items have no image; the image encoder needs an image for every "
                 "item (the mom encoder routes text-only items to a text encoder)"
             )

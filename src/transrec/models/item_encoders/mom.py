@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import torch
 
+from transrec.data.errors import DataError
 from transrec.data.item_content import ItemBatch, ItemContent
 from transrec.models.item_encoders import ITEM_ENCODERS
 from transrec.models.item_encoders.base import TextAndImageEncoder
@@ -74,7 +75,7 @@ class MoMEncoder(TextAndImageEncoder):
         has_text, has_image = items.has_text, items.has_image
         neither = int((~(has_text | has_image)).sum())
         if neither:
-            raise ValueError(f"{neither} of {len(items)} items have neither text nor an image")
+            raise DataError(f"{neither} of {len(items)} items have neither text nor an image")
         text_rows = has_text & ~has_image if self.config.prefer == "image" else has_text
         image_rows = has_image & ~has_text if self.config.prefer == "text" else has_image
         return text_rows, image_rows

@@ -31,6 +31,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from transrec.config import ConfigError
+from transrec.data.errors import DataError
 from transrec.data.item_content import ItemBatch, ItemContent
 from transrec.data.prepared import IMAGE, TEXT
 from transrec.models.item_encoders import ITEM_ENCODERS
@@ -63,9 +65,9 @@ class MultimodalEncoderConfig:
 
     def __post_init__(self) -> None:
         if self.fusion not in ("merge_attention", "sum", "concat"):
-            raise ValueError(f"fusion must be merge_attention, sum or concat, not {self.fusion!r}")
+            raise ConfigError(f"fusion must be merge_attention, sum or concat, not {self.fusion!r}")
         if self.image.pooling == "pooler":
-            raise ValueError("the mm encoder reads the image tokens: use image pooling cls or mean")
+            raise ConfigError("the mm encoder reads the image tokens: use image pooling cls or mean")
 
 
 @ITEM_ENCODERS.register("mm")
@@ -84,7 +86,9 @@ class MultimodalEncoder(TextAndImageEncoder):
         self.image.cache_tokens = True  # encode reads the image tokens, never the pooled features
         if self.config.fusion == "merge_attention":
             if d_model % self.config.fusion_heads:
-                raise ValueError(f"fusion_heads={self.config.fusion_heads} does not divide d_model={d_model}")
+                raise ConfigError(
+                    f"fusion_heads={self.config.fusion_heads} does not divide d_model={d_model}"
+                )
             self.text_proj = nn.Linear(self.text.head.layers[0].in_features, d_model)
             self.image_proj = nn.Linear(self.image.head.layers[0].in_features, d_model)
             self.mm_cls = nn.Parameter(torch.randn(d_model) * 0.02)
@@ -117,7 +121,7 @@ class MultimodalEncoder(TextAndImageEncoder):
         """``[U, d]`` each: ``item`` (the fused vector), ``text_cls`` and ``image_cls`` (per modality)."""
         missing = int((~(items.has_text & items.has_image)).sum())
         if missing:
-            raise ValueError(
+            raise DataError(
                 f"{missing} of {len(items)} items lack text or an image; the mm encoder needs both "
                 "(use the mom encoder for items with one modality)"
             )

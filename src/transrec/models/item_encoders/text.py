@@ -15,9 +15,12 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from transrec.config import ConfigError
+from transrec.data.errors import DataError
 from transrec.data.item_content import ItemBatch, ItemContent
 from transrec.data.prepared import TEXT
 from transrec.data.tokenize import minilm_path
+from transrec.errors import MissingPathError
 from transrec.models.item_encoders import ITEM_ENCODERS
 from transrec.models.item_encoders.base import ItemEncoder
 from transrec.models.item_encoders.freezing import (
@@ -62,11 +65,11 @@ class TextEncoderConfig(FreezeConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if (self.pretrained is None) == (self.hf_config is None):
-            raise ValueError("give exactly one of pretrained (a name or directory) and hf_config")
+            raise ConfigError("give exactly one of pretrained (a name or directory) and hf_config")
         if self.hf_config is not None and "model_type" not in self.hf_config:
-            raise ValueError("hf_config needs a model_type (e.g. bert, roberta, xlm-roberta)")
+            raise ConfigError("hf_config needs a model_type (e.g. bert, roberta, xlm-roberta)")
         if self.random_init and self.pretrained is None:
-            raise ValueError("random_init needs pretrained (whose architecture to build)")
+            raise ConfigError("random_init needs pretrained (whose architecture to build)")
 
 
 def load_text_backbone(config: TextEncoderConfig) -> nn.Module:
@@ -81,7 +84,7 @@ def load_text_backbone(config: TextEncoderConfig) -> nn.Module:
     else:
         path = minilm_path() if config.pretrained == "minilm" else Path(str(config.pretrained))
         if not path.is_dir():
-            raise FileNotFoundError(f"text checkpoint {path} is not a directory (nothing is downloaded)")
+            raise MissingPathError(f"text checkpoint {path} is not a directory (nothing is downloaded)")
         if config.random_init:
             model = AutoModel.from_config(AutoConfig.from_pretrained(path, local_files_only=True))
         else:
@@ -106,7 +109,7 @@ class AttentionPooling(nn.Module):
     def __init__(self, width: int, heads: int) -> None:
         super().__init__()
         if width % heads:
-            raise ValueError(f"attention_heads={heads} does not divide the text backbone's width {width}")
+            raise ConfigError(f"attention_heads={heads} does not divide the text backbone's width {width}")
         self.attention = nn.MultiheadAttention(width, heads, batch_first=True)
 
     def forward(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -153,12 +156,12 @@ class TextEncoder(ItemEncoder):
         # One device sync for all three checks.
         missing, width, top_id = torch.stack([(lengths == 0).sum(), lengths.max(), ids.max()]).tolist()
         if missing:
-            raise ValueError(
+            raise DataError(
                 f"{missing} of {len(items)} items have no text (all-zero attention_mask); the text encoder "
                 "needs text for every item (the mom encoder routes image-only items to an image encoder)"
             )
         if self.vocab_size is not None and top_id >= self.vocab_size:
-            raise ValueError(
+            raise DataError(
                 f"token id {top_id} is outside the text backbone's vocabulary ({self.vocab_size}); the data "
                 "was tokenised for another model"
             )

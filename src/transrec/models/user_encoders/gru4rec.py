@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from transrec.config import ConfigError
 from transrec.models.user_encoders import USER_ENCODERS
 from transrec.models.user_encoders.base import UserEncoder
 
@@ -31,11 +32,11 @@ class GRU4RecConfig:
 
     def __post_init__(self) -> None:
         if self.n_layers < 1 or (self.hidden_size is not None and self.hidden_size < 1):
-            raise ValueError(
+            raise ConfigError(
                 f"n_layers and hidden_size must be >= 1, got {self.n_layers}, {self.hidden_size}"
             )
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
 
 
 def _map_packed(fn: nn.Module, packed: PackedSequence) -> PackedSequence:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from transrec.config import ConfigError
 from transrec.models.user_encoders import USER_ENCODERS
 from transrec.models.user_encoders.base import UserEncoder
 
@@ -36,9 +37,9 @@ class MeanPoolConfig:
 
     def __post_init__(self) -> None:
         if self.n_layers < 0:
-            raise ValueError(f"n_layers must be >= 0, got {self.n_layers}")
+            raise ConfigError(f"n_layers must be >= 0, got {self.n_layers}")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
 
 
 @USER_ENCODERS.register("mean_pool")

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from transrec.config import ConfigError
 from transrec.models.user_encoders import USER_ENCODERS
 from transrec.models.user_encoders.base import UserEncoder
 
@@ -33,9 +34,9 @@ class NextItNetConfig:
 
     def __post_init__(self) -> None:
         if not self.dilations or min(self.dilations) < 1 or self.n_repeats < 1 or self.kernel_size < 1:
-            raise ValueError("dilations must be non-empty and positive; n_repeats, kernel_size >= 1")
+            raise ConfigError("dilations must be non-empty and positive; n_repeats, kernel_size >= 1")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
 
 
 class ResidualBlock(nn.Module):

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from transrec.config import ConfigError
 from transrec.models.user_encoders.base import positions_from_left
 
 
@@ -40,9 +41,9 @@ class TransformerConfig:
 
     def __post_init__(self) -> None:
         if self.n_layers < 1 or self.n_heads < 1:
-            raise ValueError(f"n_layers and n_heads must be >= 1, got {self.n_layers}, {self.n_heads}")
+            raise ConfigError(f"n_layers and n_heads must be >= 1, got {self.n_layers}, {self.n_heads}")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
 
 
 def attention_mask(valid: torch.Tensor, causal: bool) -> torch.Tensor:
@@ -68,7 +69,7 @@ class TransformerBlock(nn.Module):
     def __init__(self, d_model: int, config: TransformerConfig) -> None:
         super().__init__()
         if d_model % config.n_heads:
-            raise ValueError(f"d_model={d_model} is not divisible by n_heads={config.n_heads}")
+            raise ConfigError(f"d_model={d_model} is not divisible by n_heads={config.n_heads}")
         self.n_heads = config.n_heads
         self.attention_dropout = config.dropout
         self.norm_first = config.norm_first
