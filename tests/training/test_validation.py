@@ -7,11 +7,14 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from transrec.cli.main import main
 from transrec.config import ConfigError, load_config
+from transrec.demo.pipeline import DemoConfig
+from transrec.demo.pipeline import train_config as demo_train_config
 from transrec.training import validation
 from transrec.training.config import TrainConfig
 from transrec.training.trainer import train
@@ -183,6 +186,14 @@ REFUSED = [
     (("model.item_encoder=id_modality", "model.item_encoder_config.modality_config.attention_heads=2"),
      "model.item_encoder_config.modality_config.attention_heads=2", "only pooling attention"),
     (("ks=[5, 20]",), "ks must include 10", "early stopping"),
+    (("optim.encoder_lr=0.001",), "optim.encoder_lr=0.001", "item encoder id, which has no pretrained"),
+    (("model.item_encoder=text", "frozen=[modality_encoders]", "optim.encoder_lr=0.001"),
+     "optim.encoder_lr=0.001", "ignored by frozen: [modality_encoders]"),
+    (("model.item_encoder=text", "model.item_encoder_config.freeze=all", "optim.encoder_weight_decay=0.1"),
+     "optim.encoder_weight_decay=0.1", "backbones all have freeze: all"),
+    (("model.feature_dim=8",), "model.feature_dim=8", "a model without side features"),
+    (("mode=masked",), "mode=masked needs a masked-item user encoder", "bert4rec"),
+    (("model.user_encoder=bert4rec", "mode=s2o"), "model.user_encoder=bert4rec", "use mode=masked"),
     (("objective=pmmrec", "mode=s2o", "model.item_encoder=mm", "model.nid_head=true"), "mode=s2o",
      "use mode s2s"),
     (("objective=cpc", "mode=s2s"), "mode=s2s", "use mode s2o"),
@@ -215,6 +226,8 @@ ACCEPTED = [
      "model.item_encoder_config.attention_heads=2"),
     ("model.item_encoder=text", "model.item_encoder_config.freeze=all", "trunk_cache=false"),
     ("ks=[10]",),
+    ("model.item_encoder=mom", "optim.encoder_lr=0.001", "optim.encoder_weight_decay=0.1"),
+    ("model.item_features=[class]", "model.feature_dim=8"),
     ("precision=bf16", "device=cpu"),
 ]  # fmt: skip
 
@@ -258,6 +271,17 @@ def test_the_shipped_configs_are_found():
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(CONFIGS)))
 def test_every_shipped_config_validates(path):
     validate_config(load_config(TrainConfig, path))
+
+
+@pytest.mark.parametrize("modality", ["text", "mom"])
+def test_the_demo_runs_validate(modality):
+    # An encoder_lr of the user's own must reach the methods that train a backbone and no other.
+    demo = DemoConfig(modality=modality, encoder_lr=3e-4)
+    dataset = SimpleNamespace(path=Path("data"))
+    for method in ("IDRec", "TS", "NoPT", "HasPT"):
+        run = demo_train_config(demo, dataset, Path("out"), method, seed=0, epochs=1)
+        validate_config(run)
+        assert run.optim.encoder_lr == (3e-4 if method in ("NoPT", "HasPT") else DEFAULTS.optim.encoder_lr)
 
 
 # -- before anything is read -----------------------------------------------------------------------------

@@ -142,13 +142,16 @@ def item_encoder(config: DemoConfig, method: str) -> tuple[str, dict[str, Any]]:
 def train_config(config: DemoConfig, dataset: PreparedDataset, out: Path, method: str, seed: int,
                  epochs: int) -> TrainConfig:  # fmt: skip
     name, items = item_encoder(config, method)
+    # IDRec has no backbone and TS freezes its backbones: no optimizer group of theirs reads encoder_lr,
+    # and training.validation refuses a key the run would ignore.
+    encoder_lr = {} if method in ("IDRec", "TS") else {"encoder_lr": config.encoder_lr}
     model = ModelConfig(d_model=config.d_model, max_len=config.max_len, item_encoder=name,
                         item_encoder_config=items, user_encoder="sasrec",
                         user_encoder_config={"n_layers": config.n_layers, "n_heads": 2})  # fmt: skip
     return TrainConfig(
         dataset=str(dataset.path), output_dir=str(out), model=model, mode="s2s", objective="bce",
         batch_size=config.batch_size, epochs=epochs, patience=config.patience, seed=seed,
-        resume=False, optim=OptimConfig(lr=config.lr, encoder_lr=config.encoder_lr),
+        resume=False, optim=OptimConfig(lr=config.lr, **encoder_lr),
     )  # fmt: skip
 
 

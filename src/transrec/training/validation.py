@@ -5,8 +5,8 @@ config that sets what the run would ignore, or lacks what it needs.
 after the config is loaded. It raises one ``ConfigError`` listing every problem; each names the dotted
 key, why this run would not use it, and what would, e.g.
 
-    logq=true is ignored by objective bce: only inbatch and pmmrec (with pmmrec.dap > 0 and
-    pmmrec.dap_negatives=distinct) use it
+    logq=true is ignored by objective bce: only objectives inbatch and pmmrec (with pmmrec.dap > 0
+    and pmmrec.dap_negatives=distinct) use it
 
 A key counts as set when its value differs from the default of its dataclass (``TrainConfig``,
 ``ModelConfig``, or the encoder's own config class): writing a default explicitly is never an error.
@@ -47,6 +47,10 @@ what it needs. A key that one objective reads is ignored by the others:
     init_components            init_checkpoint is set
     frozen: modality_encoders  the item encoder has a trainable text/image backbone (not id, not
                                every backbone at freeze: all)
+    optim.encoder_lr,
+    optim.encoder_weight_decay a backbone trains: one with freeze none or top_k, and frozen names
+                               neither modality_encoders nor item_encoder (``build_optimizer``)
+    model.feature_dim          model.user_features or model.item_features is set
     trunk_cache: false         the item encoder has a frozen trunk (freeze: top_k or all) to cache
     trunk_cache_max_memory_mb  a trunk cache is built (trunk_cache, a frozen trunk, no reference_path)
 
@@ -59,8 +63,9 @@ config dataclass wherever such a config sits (``text`` alone, inside ``mom``/``m
     mm: fusion_heads, fusion_dropout       fusion merge_attention
     mean_pool, dssm: dropout               n_layers > 0 (dropout sits before each MLP layer)
 
-``NEEDS``: what every run needs: ``ks`` contains 10 (validation NDCG@10 drives early stopping and
-collapse detection), and ``precision: fp16`` a CUDA device.
+``NEEDS``: what every run needs: mode masked and a masked-item user encoder (bert4rec) go together;
+``ks`` contains 10 (validation NDCG@10 drives early stopping and collapse detection); ``precision:
+fp16`` needs a CUDA device.
 
 Unknown encoder names and unknown encoder config keys are refused here too, before anything is built.
 """
@@ -290,6 +295,22 @@ def _no_cache(config: TrainConfig) -> str:
     return "an item encoder without a frozen trunk"
 
 
+def _trains_backbones(config: TrainConfig) -> bool:
+    """Whether ``build_optimizer`` has an ``encoder`` group: backbone parameters that still train."""
+    return _trainable_backbone(config) and not {"modality_encoders", "item_encoder"} & set(config.frozen)
+
+
+def _no_backbone_trains(config: TrainConfig) -> str:
+    if not _trainable_backbone(config):
+        return _no_trainable_backbone(config)
+    part = next(p for p in ("item_encoder", "modality_encoders") if p in config.frozen)
+    return f"frozen: [{part}], which keeps every backbone out of the optimizer"
+
+
+def _user_encoder(config: TrainConfig) -> type:
+    return USER_ENCODERS.get(config.model.user_encoder)
+
+
 def _pmmrec_term(flag: str) -> Callable[[TrainConfig], str]:
     return lambda c: f"objective pmmrec with {flag}"
 
@@ -322,6 +343,15 @@ RULES: tuple[Rule, ...] = (
          "only an item encoder with a trainable text/image backbone (text, image, mom, mm, id_modality; "
          "freeze none or top_k) uses it",
          example=("frozen=[modality_encoders]",), is_set=lambda c: "modality_encoders" in c.frozen),
+    *(
+        Rule(key, _trains_backbones, _no_backbone_trains,
+             "only the optimizer group of trainable text/image backbones uses it",
+             example=("model.item_encoder=text", "frozen=[modality_encoders]", f"{key}=0.5"))
+        for key in ("optim.encoder_lr", "optim.encoder_weight_decay")
+    ),
+    Rule("model.feature_dim", lambda c: bool(c.model.user_features or c.model.item_features),
+         lambda c: "a model without side features (model.user_features and model.item_features empty)",
+         "only side features use it", example=("model.feature_dim=8",)),
     Rule("trunk_cache", _frozen_trunk, lambda c: "an item encoder without a frozen trunk",
          "only an item encoder with a frozen backbone trunk (freeze: top_k or all) uses it",
          example=("trunk_cache=false",)),
@@ -351,6 +381,14 @@ ENCODER_RULES: tuple[EncoderRule, ...] = (
 )  # fmt: skip
 
 NEEDS: tuple[Need, ...] = (
+    # The user encoder's class attributes: what ``trainer.check_mode`` checks once the model is built.
+    Need("model.user_encoder", lambda c: c.mode != "masked" or _user_encoder(c).masked_training,
+         "mode=masked needs a masked-item user encoder (model.user_encoder=bert4rec)",
+         example=("mode=masked",)),
+    Need("model.user_encoder", lambda c: c.mode == "masked" or not _user_encoder(c).masked_training,
+         "a masked-item user encoder (model.user_encoder=bert4rec) is trained by masked-item prediction: "
+         "use mode=masked",
+         example=("model.user_encoder=bert4rec",)),
     Need("ks", lambda c: 10 in c.ks,
          "ks must include 10: validation NDCG@10 drives early stopping, the best checkpoint and collapse "
          "detection", example=("ks=[5, 20]",)),
