@@ -45,3 +45,42 @@ def test_packaged_minilm_tokenizer():
 def test_unknown_tokenizer_spec():
     with pytest.raises(ValueError, match="neither hash, minilm, none"):
         build_tokenizer("no/such/dir")
+
+
+def save_tokenizer(directory, padding=False):
+    import tokenizers
+
+    vocab = {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "toy": 4, "story": 5}
+    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    if padding:
+        tok.enable_padding(pad_id=0, pad_token="[PAD]", length=12)
+    directory.mkdir()
+    tok.save(str(directory / "tokenizer.json"))
+    return str(directory)
+
+
+def test_vocab_hash_ignores_padding_and_where_the_file_is(tmp_path):
+    plain = build_tokenizer(save_tokenizer(tmp_path / "plain"))
+    padded = build_tokenizer(save_tokenizer(tmp_path / "padded", padding=True))
+    assert (tmp_path / "plain" / "tokenizer.json").read_text() != (
+        tmp_path / "padded" / "tokenizer.json"
+    ).read_text()
+    assert plain.vocab_hash == padded.vocab_hash  # transrec never pads in the tokenizer: the same ids
+    assert plain.encode_batch(["toy story"], 8) == padded.encode_batch(["toy story"], 8)
+
+
+def test_hash_tokenizer_vocab_hash_follows_its_size():
+    assert HashTokenizer(vocab_size=1000).vocab_hash == HashTokenizer(vocab_size=1000).vocab_hash
+    assert HashTokenizer(vocab_size=1000).vocab_hash != HashTokenizer(vocab_size=1001).vocab_hash
+
+
+def test_vocab_hashes_are_stable_across_releases():
+    # Prepared datasets and checkpoints record these; a change of the digest would make every dataset
+    # prepared before it refuse every model trained after it. Change them only on purpose.
+    assert (
+        HashTokenizer().vocab_hash
+        == "sha256:5bae8593bee0fcd9beec19b4fd7a029e61c98393e332c88086f94c4cb4c46350"
+    )
+    minilm = "sha256:31d2340967bbbd56959daba5fd4367a711c570ef4b21702a6b28ac7c3c4fc8d9"
+    assert build_tokenizer("minilm").vocab_hash == minilm

@@ -488,6 +488,7 @@ def _write_tokens(work: Path, texts: list[str], config: PrepareConfig) -> dict[s
     return {
         "name": tokenizer.name,
         "vocab_size": tokenizer.vocab_size,
+        "vocab_hash": tokenizer.vocab_hash,  # its identity: the name may be a path of this machine
         "pad_id": tokenizer.pad_id,
         "max_tokens": config.max_text_tokens,
     }

