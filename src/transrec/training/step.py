@@ -76,14 +76,20 @@ class TrainingObjective:
     def _inbatch_across_processes(
         self, hidden, vectors, batch, rows, target_ids, temperature
     ) -> torch.Tensor:
-        """In-batch softmax whose negatives are the distinct items of every process's batch. An item
-        in several processes' batches appears once per process: its copies other than the target, and
-        every item of the user's history, are masked as false negatives."""
+        """In-batch softmax whose negatives are the distinct items of every process's batch, each once:
+        the same loss as one process's on the union of the batches (``tests/training/
+        test_distributed_step.py``). An item in several processes' batches is gathered once per
+        process; all its copies but the first, the target's copies other than the target's own column,
+        and every item of the user's history are masked as false negatives."""
         context = DistributedContext.current()
         all_vectors, offset = gather_rows(vectors, context)
         all_ids, _ = gather_rows(batch["unique_items"].to(vectors.device), context)
         false_negatives = history_membership(batch["histories"], all_ids)[rows]
         false_negatives |= all_ids[None, :] == target_ids[:, None]
+        order = all_ids.argsort(stable=True)
+        repeated = torch.zeros_like(all_ids, dtype=torch.bool)  # a copy after the item's first
+        repeated[order[1:]] = all_ids[order[1:]] == all_ids[order[:-1]]
+        false_negatives |= repeated[None, :]
         log_q = None if self.counts is None else losses.log_q_from_counts(self.counts, all_ids)
         return losses.inbatch_softmax_loss(
             hidden, batch["targets_inv"][batch["targets"] != 0] + offset, all_vectors, false_negatives, log_q,
