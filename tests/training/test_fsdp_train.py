@@ -96,14 +96,16 @@ def test_fsdp_run_writes_whole_checkpoints_that_evaluate_alike_in_one_process(ru
     assert zero["fsdp"]["sums"] == one["fsdp"]["sums"] and len(zero["fsdp"]["sums"]) == 2
     assert json.loads((out / "result.json").read_text())["status"] == "finished"
     assert zero["alone"] == one["alone"] == zero["fsdp"]["test"]  # best/ alone: the reported metrics
-    # last/ holds whole tensors in the usual format: every AdamW moment has its parameter's shape.
+    # last/ holds whole tensors in the usual format: every AdamW moment, keyed by its parameter's name,
+    # has that parameter's whole shape.
     model = SequentialRecommender.from_pretrained(out / "last" / "model")
-    params = [p for group in build_optimizer(model, OptimConfig()).param_groups for p in group["params"]]
+    trained = {id(p) for group in build_optimizer(model, OptimConfig()).param_groups for p in group["params"]}
+    params = {name: p for name, p in model.named_parameters() if id(p) in trained}
     moments = load_file(str(out / "last" / OPTIMIZER_FILE))
     assert len(moments) == 3 * len(params)  # step, exp_avg, exp_avg_sq
-    for index, param in enumerate(params):
-        assert moments[f"{index}.exp_avg"].shape == param.shape
-        assert moments[f"{index}.exp_avg_sq"].shape == param.shape
+    for name, param in params.items():
+        assert moments[f"{name}.exp_avg"].shape == param.shape
+        assert moments[f"{name}.exp_avg_sq"].shape == param.shape
 
 
 def test_resumed_fsdp_run_ends_as_the_uninterrupted_one(runs):

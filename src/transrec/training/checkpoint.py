@@ -2,9 +2,11 @@
 
 A run keeps two checkpoint directories (Hugging Face convention, never pickle):
 ``best/`` (``config.json`` + ``model.safetensors``, the model with the best validation NDCG@10) and
-``last/`` (the same plus ``optimizer.safetensors`` and ``trainer_state.json``), rewritten atomically
-after every epoch, from which a killed run resumes. Both hold whole tensors, also when FSDP trained the
-model sharded (``model_state`` and ``optimizer_tensors`` gather them), so they load anywhere.
+``last/`` (``model/`` as ``best/``, ``optimizer.safetensors`` and ``trainer_state.json``), rewritten
+atomically after every epoch, from which a killed run resumes. Both hold whole tensors, also when FSDP
+trained the model sharded (``model_state`` and ``optimizer_tensors`` gather them), so they load anywhere.
+The optimizer state is keyed by parameter name (``"<parameter>.exp_avg"``...), and restored by name, so a
+change in what trains is refused instead of loading moments into other tensors.
 
 Transfer loads a source checkpoint into a new model *by component* (``item_encoder``,
 ``user_encoder``): every key of a loaded component must match by name and shape, and a mismatch raises
@@ -37,6 +39,9 @@ from transrec.utils.io import atomic_directory
 
 OPTIMIZER_FILE = "optimizer.safetensors"
 STATE_FILE = "trainer_state.json"
+#: Version of the optimizer state in ``last/``: 2 keys it by parameter name (1, by position, is refused).
+OPTIMIZER_FORMAT = 2
+TENSOR = "<tensor>"  # marks a state entry stored in the safetensors file
 COMPONENTS = ("item_encoder", "user_encoder")
 #: Parts of a multimodal item encoder (``mm``, ``mom``) that load on their own: PMMRec's text-only and
 #: vision-only transfer settings.
@@ -53,6 +58,10 @@ TRANSFER_SETTINGS = {
 
 class TransferError(UserError, ValueError):
     """A source checkpoint cannot be loaded into the target model as asked."""
+
+
+class CheckpointError(UserError, ValueError):
+    """A run's ``last/`` cannot be resumed into the model and optimizer being trained."""
 
 
 def check_tokenizer(source: ModelConfig, dataset: PreparedDataset, checkpoint: str | Path) -> None:
@@ -90,40 +99,109 @@ def save_model(directory: Path, config: ModelConfig, state: dict[str, torch.Tens
     write_pretrained(directory, config, state)
 
 
+def parameter_names(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[list[str]]:
+    """The qualified name (``model.named_parameters()``) of every parameter the optimizer holds, group by
+    group. Raises CheckpointError when the optimizer holds a parameter that is not ``model``'s."""
+    names = {id(p): name for name, p in model.named_parameters()}
+    groups = [[names.get(id(p), "") for p in group["params"]] for group in optimizer.param_groups]
+    if any("" in group for group in groups):
+        raise CheckpointError("the optimizer holds parameters that are not the model's; cannot name them")
+    return groups
+
+
 def optimizer_tensors(
-    optimizer: torch.optim.Optimizer, keep: bool = True
+    optimizer: torch.optim.Optimizer, model: nn.Module, keep: bool = True
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Split ``optimizer.state_dict()`` into whole tensors (for safetensors) and JSON-able metadata. Under
-    FSDP every process must call this (the moments are gathered); processes without ``keep`` get no
-    tensors."""
-    state = optimizer.state_dict()
+    """The optimizer state keyed by parameter *name* (``model``'s qualified names): whole tensors
+    ``"<parameter>.<state key>"`` (for safetensors) and JSON-able metadata, the groups as lists of names
+    and each parameter's non-tensor state. Under FSDP every process must call this (the moments are
+    gathered); processes without ``keep`` get no tensors."""
+    groups = parameter_names(model, optimizer)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    names = [name for group in groups for name in group]
     tensors: dict[str, torch.Tensor] = {}
-    meta: dict[str, Any] = {"param_groups": state["param_groups"], "state": {}}
-    for index, values in state["state"].items():
+    meta: dict[str, Any] = {
+        "format": OPTIMIZER_FORMAT,
+        "param_groups": [
+            {**{k: v for k, v in group.items() if k != "params"}, "params": group_names}
+            for group, group_names in zip(optimizer.param_groups, groups, strict=True)
+        ],
+        "shapes": {name: list(p.shape) for name, p in zip(names, params, strict=True)},
+        "state": {},
+    }
+    for name, param in zip(names, params, strict=True):
+        if param not in optimizer.state:  # AdamW has no state for a parameter before its first gradient
+            continue
         entry = {}
-        for name, value in values.items():
+        for key, value in optimizer.state[param].items():
             if torch.is_tensor(value):
                 value = whole(value.detach())
                 if keep:
-                    tensors[f"{index}.{name}"] = value.contiguous().cpu()
-                entry[name] = "<tensor>"
+                    tensors[f"{name}.{key}"] = value.contiguous().cpu()
+                entry[key] = TENSOR
             else:
-                entry[name] = value
-        meta["state"][str(index)] = entry
+                entry[key] = value
+        meta["state"][name] = entry
     return tensors, meta
 
 
-def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-    """Load what ``optimizer_tensors`` saved; a sharded parameter's moments are cut to its shard."""
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    state = {}
-    for index, entry in meta["state"].items():
-        param = params[int(index)]
-        state[int(index)] = {
-            name: sharded_like(tensors[f"{index}.{name}"], param) if value == "<tensor>" else value
-            for name, value in entry.items()
+def restore_optimizer(
+    optimizer: torch.optim.Optimizer, model: nn.Module, tensors: dict[str, torch.Tensor], meta: dict
+) -> None:
+    """Load what ``optimizer_tensors`` saved into the parameters of the same *names*, whatever their order;
+    a sharded parameter's moments are cut to its shard. The hyper-parameters (learning rates, weight
+    decays) stay those the optimizer was built with, from the current config.
+
+    Raises CheckpointError, naming the parameters, when the saved state is of the old positional format,
+    or when a parameter is missing on either side, sits in another group (``name``) or has another shape:
+    moments must never be loaded into other tensors than their own."""
+    check_optimizer_format(meta)
+    groups = parameter_names(model, optimizer)
+    saved = {name: group.get("name", str(k)) for k, group in enumerate(meta["param_groups"])
+             for name in group["params"]}  # fmt: skip
+    current = {name: group.get("name", str(k)) for k, group in enumerate(optimizer.param_groups)
+               for name in groups[k]}  # fmt: skip
+    names = [name for group in groups for name in group]
+    params = dict(zip(names, [p for group in optimizer.param_groups for p in group["params"]], strict=True))
+    problems = {
+        "trained now but not in the checkpoint": sorted(set(current) - set(saved)),
+        "in the checkpoint but not trained now": sorted(set(saved) - set(current)),
+        "in another parameter group": sorted(n for n in set(saved) & set(current) if saved[n] != current[n]),
+        "of another shape": sorted(
+            f"{n} (saved {tuple(meta['shapes'][n])}, now {tuple(params[n].shape)})"
+            for n in set(saved) & set(current)
+            if list(params[n].shape) != list(meta["shapes"][n])
+        ),
+    }
+    if any(problems.values()):
+        raise CheckpointError(
+            "the optimizer state of last/ does not fit the parameters being trained (a change in what is "
+            "frozen, in the parameter groups or in the model): "
+            + "; ".join(f"{label}: {_some(names)}" for label, names in problems.items() if names)
+        )
+    index = {name: k for k, name in enumerate(names)}
+    state = {
+        index[name]: {
+            key: sharded_like(tensors[f"{name}.{key}"], params[name]) if value == TENSOR else value
+            for key, value in entry.items()
         }
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        for name, entry in meta["state"].items()
+    }
+    optimizer.load_state_dict({"state": state, "param_groups": optimizer.state_dict()["param_groups"]})
+
+
+def check_optimizer_format(meta: dict[str, Any], where: object = "this last/") -> None:
+    """Refuse (CheckpointError) optimizer metadata of another format than ``OPTIMIZER_FORMAT``."""
+    if meta.get("format") != OPTIMIZER_FORMAT:
+        raise CheckpointError(
+            f"the optimizer state in {where} was saved by parameter position (an older transrec), which "
+            "cannot be matched to parameters safely; train in a new output_dir, or with resume=never to "
+            "start this one again from scratch"
+        )
+
+
+def _some(names: list[str], limit: int = 10) -> str:
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 def save_last(
@@ -142,15 +220,24 @@ def save_last(
         (tmp / STATE_FILE).write_text(json.dumps({"optimizer": meta, "trainer": trainer_state}, indent=1))
 
 
+def read_trainer_state(directory: Path) -> dict[str, Any]:
+    """The trainer's counters saved in ``last/`` (``epoch``, ``step``, ``best``, ``bad_epochs``...): a small
+    JSON read, no tensor."""
+    return json.loads((Path(directory) / STATE_FILE).read_text())["trainer"]
+
+
 def load_last_weights(directory: Path, model: nn.Module) -> None:
     """Restore the model's weights from ``last/``."""
     load_model_state(model, load_file(str(directory / "model" / WEIGHTS_FILE)))
 
 
-def load_last_optimizer(directory: Path, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """Restore the optimizer state from ``last/``; returns the trainer state saved with it."""
+def load_last_optimizer(
+    directory: Path, optimizer: torch.optim.Optimizer, model: nn.Module
+) -> dict[str, Any]:
+    """Restore the optimizer state from ``last/`` by parameter name (``restore_optimizer``); returns the
+    trainer state saved with it."""
     saved = json.loads((directory / STATE_FILE).read_text())
-    restore_optimizer(optimizer, load_file(str(directory / OPTIMIZER_FILE)), saved["optimizer"])
+    restore_optimizer(optimizer, model, load_file(str(directory / OPTIMIZER_FILE)), saved["optimizer"])
     return saved["trainer"]
 
 

@@ -123,7 +123,16 @@ class TrainConfig:
             ``item_encoder.text`` / ``item_encoder.image`` of a multimodal encoder (PMMRec's five
             transfer settings are ``training.checkpoint.TRANSFER_SETTINGS``).
         user_fraction: train on this share of the users (TransRec 4.3 data scaling); evaluation uses all.
-        resume: continue from ``output_dir/last`` when it exists.
+        resume: what to do when ``output_dir`` already holds a run (``training.run_directory``):
+            ``auto`` continues it from ``last/`` when its ``config.yaml`` matches this config, or
+            differs only in keys that cannot change the weights (``run_directory.TRAJECTORY_FREE``:
+            ``epochs``, ``patience``, the ``collapse_*`` keys, ``ks``, ``eval_batch_size``,
+            ``num_workers``, ``device``, ``parallel``, ``trunk_cache``, ``trunk_cache_max_memory_mb``,
+            ``output_dir``), returns the stored result of a finished run that would train no further,
+            and refuses any other difference, listing the keys; ``force`` continues despite other
+            differences, keeping the old config as ``config.<n>.yaml``; ``never`` removes the run's
+            files and trains from scratch. ``true`` and ``false`` (older configs) mean ``auto`` and
+            ``never``.
         collapse_factor, collapse_patience: a run whose validation NDCG@10 stays below
             ``collapse_factor`` x the NDCG@10 of a random ranking for ``collapse_patience`` evaluations
             in a row (or whose loss is not finite) is stopped and reported as collapsed.
@@ -167,7 +176,7 @@ class TrainConfig:
     init_checkpoint: str | None = None
     init_components: tuple[str, ...] = ("item_encoder", "user_encoder")
     user_fraction: float = 1.0
-    resume: bool = True
+    resume: Literal["auto", "force", "never"] | bool = "auto"
     collapse_factor: float = 1.5
     collapse_patience: int = 2
     collapse_grace: int = 10
@@ -179,6 +188,10 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
 
     def __post_init__(self) -> None:
+        if isinstance(self.resume, bool):  # the older boolean: continue when last/ exists, or start over
+            self.resume = "auto" if self.resume else "never"
+        if self.resume not in ("auto", "force", "never"):
+            raise ConfigError(f"resume must be auto, force or never, got {self.resume!r}")
         if not 0.0 < self.user_fraction <= 1.0:
             raise ConfigError("user_fraction must be in (0, 1]")
         # Which modes and keys each objective reads: training.validation.OBJECTIVES, checked by train().

@@ -27,7 +27,7 @@ from safetensors.torch import load_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from transrec.config import ConfigError, dump_yaml
+from transrec.config import ConfigError
 from transrec.data.item_content import ItemContent
 from transrec.data.prepared import PreparedDataset
 from transrec.evaluation.model_eval import evaluate_model
@@ -53,6 +53,7 @@ from transrec.training.checkpoint import (
 from transrec.training.config import OptimConfig, TrainConfig
 from transrec.training.fsdp import full_parameters, shard
 from transrec.training.precision import Precision
+from transrec.training.run_directory import open_run_directory, record_resumed_config
 from transrec.training.step import TrainingObjective
 from transrec.training.validation import validate_config
 from transrec.utils.distributed import DistributedContext, join_process_group, local_device
@@ -184,8 +185,15 @@ def _train(config: TrainConfig, ctx: DistributedContext, progress: bool, hook: H
     vocab = feature_vocabularies(dataset.meta, config.model.user_features, config.model.item_features,
                                  dataset.path)  # fmt: skip
     model_config = replace(config.model, **sizes, tokenizer=tokenizer, feature_vocab=vocab)
-    if main:
-        atomic_write_text(out / "config.yaml", dump_yaml(replace(config, model=model_config)))
+    # Before any weight is built: a run of another config is refused, a finished one is returned as stored.
+    plan = open_run_directory(out, replace(config, model=model_config), ctx)
+    for name in plan.restored:
+        _log(main, f"{out / name} restored from the copy a killed process had moved aside")
+    if plan.collapsed is not None:
+        raise TrainingCollapsed(f"{plan.collapsed} (stored in {out}; resume=never trains it again)")
+    if plan.finished is not None:
+        _log(main, f"{out} holds a finished run: returning its stored result (resume=never trains it again)")
+        return _stored_result(plan.finished, out)
 
     seed_everything(config.seed)  # the same initial weights in every process
     model = SequentialRecommender(model_config).to(device)
@@ -203,7 +211,7 @@ def _train(config: TrainConfig, ctx: DistributedContext, progress: bool, hook: H
              "low_evals": 0}  # fmt: skip
     precision = Precision(config.precision, device)
     ctx.barrier()  # rank 0 has created the run directory
-    resuming = config.resume and (out / "last").is_dir()
+    resuming = plan.resume
     if resuming:
         load_last_weights(out / "last", model)  # before the trunk cache is built from them
     cache_dir = out / TRUNK_CACHE_DIR / f"rank{ctx.rank}"
@@ -224,13 +232,19 @@ def _train(config: TrainConfig, ctx: DistributedContext, progress: bool, hook: H
     # After sharding (FSDP): the optimizer holds each process's shards of the parameters.
     optimizer = build_optimizer(model, config.optim)
     if resuming:
-        state = load_last_optimizer(out / "last", optimizer)
+        state = load_last_optimizer(out / "last", optimizer, model)
         precision.load_state_dict(state.pop("loss_scale", {}))
-        _log(main, f"resuming from {out / 'last'} after epoch {state['epoch']}")
+        if main:  # the checkpoint fits: from here on the run continues with this config
+            record_resumed_config(out, replace(config, model=model_config), plan)
+        changed = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in plan.changed.items())
+        _log(main, f"resuming from {out / 'last'} after epoch {state['epoch']}"
+                   + (f" with {changed}" if changed else ""))  # fmt: skip
     history = _read_metrics(out / "metrics.jsonl", before_epoch=state["epoch"])
     random_level = random_ndcg_at_10(dataset)
 
     for epoch in range(state["epoch"], config.epochs):
+        if state["bad_epochs"] >= config.patience:  # stopped early, then killed before the test
+            break
         # Dropout and any other torch randomness: a pure function of (seed, epoch, rank), so resuming works.
         torch.manual_seed(config.seed * 100_003 + epoch + 7_919 * ctx.rank)
         data.set_epoch(epoch)
@@ -276,7 +290,8 @@ def _train(config: TrainConfig, ctx: DistributedContext, progress: bool, hook: H
         state["low_evals"] = state["low_evals"] + 1 if valid["NDCG@10"] < threshold else 0
         state["epoch"] = epoch + 1
         # Whole tensors, gathered from every process under FSDP: checkpoints never depend on sharding.
-        weights, optimizer_state = model_state(model, keep=main), optimizer_tensors(optimizer, keep=main)
+        weights = model_state(model, keep=main)
+        optimizer_state = optimizer_tensors(optimizer, model, keep=main)
         if main:
             _write_metrics(out / "metrics.jsonl", history)
             if improved:
@@ -372,6 +387,12 @@ def _collapse(out: Path, config: TrainConfig, epoch: int, reason: str, write: bo
             out / "result.json", json.dumps({"status": "collapsed", "reason": message}, indent=2) + "\n"
         )
     raise TrainingCollapsed(message)
+
+
+def _stored_result(stored: dict[str, Any], out: Path) -> RunResult:
+    """The ``RunResult`` of a finished run, from its ``result.json``."""
+    return RunResult(stored["status"], stored["best_epoch"], stored["best_valid"], stored["test"],
+                     stored["epochs_run"], stored["seconds"], out)  # fmt: skip
 
 
 def _result_dict(result: RunResult) -> dict[str, Any]:
