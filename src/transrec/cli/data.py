@@ -7,7 +7,7 @@ import json
 import logging
 from pathlib import Path
 
-from transrec.config import from_dict, merge, parse_overrides, to_dict
+from transrec.config import from_dict, load_config, merge, parse_overrides, to_dict
 from transrec.data.loaders import LOADERS, _register_builtin_loaders, load_raw
 from transrec.data.paths import data_root
 from transrec.data.prepare import PrepareConfig, prepare
@@ -79,12 +79,7 @@ def run_fetch(args: argparse.Namespace) -> int:
 
 
 def _prepare_config(args: argparse.Namespace) -> PrepareConfig:
-    import yaml
-
-    data = {}
-    if args.config:
-        data = yaml.safe_load(Path(args.config).read_text()) or {}
-    return from_dict(PrepareConfig, merge(data, parse_overrides(args.overrides)))
+    return load_config(PrepareConfig, args.config, args.overrides)
 
 
 def run_prepare(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 from transrec.config import load_config
 
@@ -71,6 +72,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     metrics = evaluate_checkpoint(args.checkpoint, dataset, args.stage, device=resolve_device(args.device))
     print(f"{args.stage} on {dataset.name}: " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     if args.output:
-        with open(args.output, "w") as handle:
-            json.dump(metrics, handle, indent=2)
+        output = Path(args.output)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(metrics, indent=2))
     return 0

@@ -76,6 +76,11 @@ class ModelConfig:
     feature_dim: int = 16
     feature_vocab: dict[str, list[str]] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        for key in ("d_model", "max_len", "feature_dim"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key} must be at least 1, got {getattr(self, key)}")
+
 
 def dataset_tokenizer(meta: dict[str, Any]) -> dict[str, Any] | None:
     """What of a prepared dataset's ``meta.json`` a text model depends on: the tokenizer's ``name``,

@@ -194,6 +194,11 @@ class TrainConfig:
             raise ConfigError(f"resume must be auto, force or never, got {self.resume!r}")
         if not 0.0 < self.user_fraction <= 1.0:
             raise ConfigError("user_fraction must be in (0, 1]")
+        for key in ("batch_size", "eval_batch_size", "epochs", "patience"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key} must be at least 1, got {getattr(self, key)}")
+        if self.num_workers < 0:
+            raise ConfigError(f"num_workers must be >= 0 (0: load in this process), got {self.num_workers}")
         # Which modes and keys each objective reads: training.validation.OBJECTIVES, checked by train().
         unknown = sorted(set(self.frozen) - set(FREEZABLE))
         if unknown:

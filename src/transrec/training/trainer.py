@@ -83,9 +83,17 @@ class RunResult:
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto`` (CUDA when there is one, else the CPU) or a torch device name; ConfigError for a name torch
+    does not know or a CUDA device this machine lacks."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ConfigError(f"device: {name!r} is not a device (auto, cpu, cuda, cuda:<index>, mps)") from err
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ConfigError(f"device: {name}, but this machine has {torch.cuda.device_count()} CUDA devices")
+    return device
 
 
 def seed_everything(seed: int) -> None:
