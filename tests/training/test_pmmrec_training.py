@@ -4,13 +4,15 @@ import json
 from dataclasses import replace
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from transrec.data.prepare import PrepareConfig, prepare
 from transrec.data.synthetic import SyntheticWorldConfig, make_world
 from transrec.models.item_encoders.multimodal import pmmrec_tiny
-from transrec.models.recommender import ModelConfig
+from transrec.models.recommender import ModelConfig, SequentialRecommender, read_model_config
 from transrec.training.config import OptimConfig, PMMRecLossConfig, TrainConfig
-from transrec.training.trainer import train
+from transrec.training.trainer import seed_everything, train
 
 VOCAB = 200
 
@@ -35,25 +37,47 @@ def run(dataset, out, nid_head=True, **overrides):
     return TrainConfig(**options)
 
 
+def losses_of(run_dir) -> list[float]:
+    return [json.loads(line)["loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def weights_of(result) -> dict:
+    return load_file(str(result.output_dir / "best" / "model.safetensors"))
+
+
 def test_pretraining_with_all_four_terms_then_dap_only_fine_tuning(platforms, tmp_path):
     source, target = platforms
     pretrained = train(run(source, tmp_path / "pt"), progress=False)
-    losses = [
-        json.loads(line)["loss"] for line in (tmp_path / "pt" / "metrics.jsonl").read_text().splitlines()
-    ]
-    assert losses[-1] < losses[0] and pretrained.test["NDCG@10"] > 0
+    assert losses_of(tmp_path / "pt")[-1] < losses_of(tmp_path / "pt")[0]
+    # The NID classifier is trained by the NID term alone: it moved from the weights the run started
+    # from (the trainer seeds, then builds the model whose config it saved).
+    seed_everything(0)
+    start = SequentialRecommender(read_model_config(pretrained.output_dir / "best")).state_dict()
+    assert not torch.equal(weights_of(pretrained)["nid_classifier.weight"], start["nid_classifier.weight"])
     dap_only = PMMRecLossConfig(contrastive=0.0, nid=0.0, rcl=0.0)
     tuned = train(run(target, tmp_path / "ft", nid_head=False, pmmrec=dap_only,
                       init_checkpoint=str(tmp_path / "pt" / "best")), progress=False)  # fmt: skip
-    assert tuned.status == "finished"
+    scratch = train(run(target, tmp_path / "sc", nid_head=False, pmmrec=dap_only), progress=False)
+    assert losses_of(tmp_path / "ft")[-1] < losses_of(tmp_path / "ft")[0]
+    # Fine-tuning starts from the pre-trained user encoder: it ends nearer to it than the same
+    # fine-tuning from scratch does (measured 0.60 vs 0.77; a fine-tuning that ignored the checkpoint
+    # would be the scratch run, seed for seed, at the same distance).
+    before, after, fresh = weights_of(pretrained), weights_of(tuned), weights_of(scratch)
+    keys = [k for k in before if k.startswith("user_encoder.")]
+
+    def distance(weights):
+        return sum(float((weights[k] - before[k]).square().sum()) for k in keys) ** 0.5
+
+    assert keys and distance(after) < distance(fresh)
 
 
 @pytest.mark.parametrize("variant", ["vcl", "icl"])
 def test_the_ablation_variants_train(platforms, tmp_path, variant):
     source, _ = platforms
     ablation = PMMRecLossConfig(variant=variant, nid=0.0)
-    config = run(source, tmp_path, nid_head=False, epochs=1, pmmrec=ablation)
-    assert train(config, progress=False).status == "finished"
+    train(run(source, tmp_path, nid_head=False, epochs=2, pmmrec=ablation), progress=False)
+    # Measured: vcl 8.87 -> 8.36, icl 13.3 -> 9.16; without optimizer steps the loss drifts by about 1%.
+    assert losses_of(tmp_path)[1] < 0.97 * losses_of(tmp_path)[0]
 
 
 def test_missing_pieces_are_named(platforms, tmp_path):
