@@ -302,8 +302,11 @@ def test_a_last_checkpoint_of_the_positional_format_is_refused_before_the_model_
     assert not (out / "config.1.yaml").exists() and (out / "result.json").is_file()
 
 
-def test_the_cli_reports_a_refused_config_in_one_line(source, reference, tmp_path, capsys):
+def test_the_cli_reports_a_refused_config_in_one_line_and_a_finished_run_s_stored_result(
+    source, reference, tmp_path, capsys
+):
     out = one_epoch_run(reference, tmp_path)
+    stored = json.loads((out / "result.json").read_text())
     config_file = tmp_path / "run.yaml"
     config_file.write_text(dump_yaml(replace(run_config(source, out), epochs=1)))
     code = cli(["train", "--config", str(config_file), "--quiet", "optim.lr=0.01", "seed=2"])
@@ -312,3 +315,10 @@ def test_the_cli_reports_a_refused_config_in_one_line(source, reference, tmp_pat
     assert err.count("\n") == 1 and err.startswith("transrec: error: ")
     assert "optim.lr: 0.003 -> 0.01; seed: 1 -> 2" in err
     assert yaml.safe_load((out / "config.yaml").read_text())["optim"]["lr"] == 0.003
+    # The same config: the finished run is printed as it was stored, not trained or evaluated again.
+    files = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    assert cli(["train", "--config", str(config_file), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert f"best epoch {stored['best_epoch']} of 1 ({stored['seconds']:.1f} s)" in printed
+    assert f"NDCG@10 {stored['test']['NDCG@10']:.4f}" in printed
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == files
