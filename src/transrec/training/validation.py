@@ -200,7 +200,7 @@ OBJECTIVES: dict[str, Objective] = {
             example=("objective=full_softmax",),
         ),
         Objective(
-            "pmmrec", ("s2s",), "trains next-item prediction",
+            "pmmrec", ("s2s",), "trains next-item prediction (DAP, PMMRec eq. 5)",
             reads=(Reads("pmmrec"), Reads("logq", _dap_distinct, _DISTINCT),
                    Reads("temperature", _dap_distinct, _DISTINCT),
                    Reads("model.nid_head", lambda c: c.pmmrec.nid > 0, "pmmrec.nid > 0")),
@@ -218,7 +218,7 @@ OBJECTIVES: dict[str, Objective] = {
             example=("objective=pmmrec", "model.item_encoder=mm", "model.nid_head=true"),
         ),
         Objective(
-            "uep", ("s2s", "s2o"), "predicts the next item left to right",
+            "uep", ("s2s", "s2o"), "predicts the next item left to right (TransRec eq. 8-9)",
             reads=(Reads("model.uep_head"),),
             needs=(Need("model.uep_head", lambda c: c.model.uep_head,
                         "the uep objective needs model.uep_head=true (TransRec eq. 8's W^U, b^U)",
@@ -226,7 +226,7 @@ OBJECTIVES: dict[str, Objective] = {
             example=("objective=uep", "model.uep_head=true"),
         ),
         Objective(
-            "cpc", ("s2o",), "scores one user vector, the last state",
+            "cpc", ("s2o",), "scores one user vector, the last state (TransRec eq. 10)",
             reads=(Reads("cpc"),),
             example=("objective=cpc", "mode=s2o"),
         ),
