@@ -31,6 +31,13 @@ class OptimConfig:
     grad_clip: float = 1.0
     warmup_steps: int = 0
 
+    def __post_init__(self) -> None:
+        for key in ("lr", "weight_decay", "encoder_lr", "encoder_weight_decay", "grad_clip", "warmup_steps"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"{key} must not be negative, got {getattr(self, key)}")
+        if len(self.betas) != 2 or not all(0.0 <= beta < 1.0 for beta in self.betas):
+            raise ConfigError(f"betas must be two numbers in [0, 1), got {list(self.betas)}")
+
 
 @dataclass
 class PMMRecLossConfig:
@@ -197,6 +204,10 @@ class TrainConfig:
         for key in ("batch_size", "eval_batch_size", "epochs", "patience"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be at least 1, got {getattr(self, key)}")
+        if len(set(self.ks)) != len(self.ks) or min(self.ks, default=0) < 1:
+            raise ConfigError(f"ks must be distinct cut-offs of at least 1, got {list(self.ks)}")
+        if self.seed < 0:
+            raise ConfigError(f"seed must not be negative, got {self.seed}")
         if self.num_workers < 0:
             raise ConfigError(f"num_workers must be >= 0 (0: load in this process), got {self.num_workers}")
         # Which modes and keys each objective reads: training.validation.OBJECTIVES, checked by train().
