@@ -214,6 +214,17 @@ def test_an_exception_between_the_renames_keeps_last(source, reference, monkeypa
     assert (out / "metrics.jsonl").read_text() == (ref_result.output_dir / "metrics.jsonl").read_text()
 
 
+def test_a_fine_tuning_run_resumes_without_its_source_checkpoint(source, reference, tmp_path):
+    _, _, per_epoch, one = reference
+    shutil.copytree(one / "best", tmp_path / "source")
+    config = run_config(source, tmp_path / "run", epochs=1, init_checkpoint=str(tmp_path / "source"),
+                        init_components=("user_encoder",))  # fmt: skip
+    train(config, progress=False)
+    shutil.rmtree(tmp_path / "source")  # moved or deleted: a resumed run's weights all come from last/
+    _, record = run(replace(config, epochs=2))
+    assert [epoch for epoch, _, _ in record.steps] == [1] * per_epoch
+
+
 def small_model(**overrides) -> SequentialRecommender:
     text = {"pretrained": None, "hf_config": {"model_type": "bert", "vocab_size": 50, "hidden_size": 8,
             "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 16}}  # fmt: skip

@@ -206,7 +206,7 @@ def _train(config: TrainConfig, ctx: DistributedContext, progress: bool, hook: H
     seed_everything(config.seed)  # the same initial weights in every process
     model = SequentialRecommender(model_config).to(device)
     check_mode(model, config.mode)
-    if config.init_checkpoint:
+    if config.init_checkpoint and not plan.resume:  # a resumed run's weights all come from last/
         loaded = load_components(model, config.init_checkpoint, list(config.init_components))
         if any(c.startswith("item_encoder") for c in loaded) and model.item_encoder.needs_text:
             check_tokenizer(read_model_config(config.init_checkpoint), dataset, config.init_checkpoint)
