@@ -47,7 +47,6 @@ def stage1(world, tmp_path_factory):
 
 
 def test_stage1_trains_only_above_frozen_modality_encoders_and_stage2_trains_them(world, stage1, tmp_path):
-    assert stage1.status == "finished" and stage1.test["NDCG@10"] > 0
     checkpoint = stage1.output_dir / "best"
     after1 = load_file(str(checkpoint / "model.safetensors"))
     # The weights stage 1 started from: the trainer seeds, then builds the model it saved the config of.
@@ -64,7 +63,6 @@ def test_stage1_trains_only_above_frozen_modality_encoders_and_stage2_trains_the
 
     config = stage("stage2_cpc", world[0], tmp_path / "s2", f"init_checkpoint={checkpoint}")
     stage2 = train(config, progress=False)
-    assert stage2.status == "finished"
     after2 = load_file(str(stage2.output_dir / "best" / "model.safetensors"))
     assert not any(k.startswith("uep_head") for k in after2)  # the stage-2 model does without the head
     assert [k for k in frozen if not torch.equal(after2[k], after1[k])]  # end to end: the backbones move

@@ -56,11 +56,13 @@ def test_items_without_both_modalities_and_pooler_images_are_refused():
 
 
 def test_a_pmmrec_backbone_trains_end_to_end(tmp_path):
+    from safetensors.torch import load_file
+
     from transrec.data.prepare import PrepareConfig, prepare
     from transrec.data.synthetic import SyntheticWorldConfig, make_world
-    from transrec.models.recommender import ModelConfig
+    from transrec.models.recommender import ModelConfig, SequentialRecommender, read_model_config
     from transrec.training.config import TrainConfig
-    from transrec.training.trainer import train
+    from transrec.training.trainer import seed_everything, train
 
     world = make_world(SyntheticWorldConfig.tiny(seed=3, text_only_fraction=0.0, image_only_fraction=0.0))
     prep = PrepareConfig(user_k=3, item_k=3, image_size=32, image_format="raw", hash_vocab_size=VOCAB)
@@ -71,4 +73,10 @@ def test_a_pmmrec_backbone_trains_end_to_end(tmp_path):
     config = TrainConfig(dataset=str(data.path), output_dir=str(tmp_path / "run"), model=model, epochs=2,
                          batch_size=8, device="cpu", collapse_factor=0.0, objective="inbatch")  # fmt: skip
     result = train(config, progress=False)
-    assert result.status == "finished" and result.test["NDCG@10"] > 0
+    # End to end: both backbones moved from the weights the run started from (the trainer seeds, then
+    # builds the model whose config it saved).
+    seed_everything(config.seed)
+    before = SequentialRecommender(read_model_config(result.output_dir / "best")).state_dict()
+    after = load_file(str(result.output_dir / "best" / "model.safetensors"))
+    changed = {".".join(key.split(".")[:3]) for key in after if not torch.equal(after[key], before[key])}
+    assert {"item_encoder.text.backbone", "item_encoder.image.backbone"} <= changed
