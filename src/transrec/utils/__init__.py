@@ -1,1 +1,2 @@
-"""Small helpers shared by every layer; nothing here imports the rest of transrec."""
+"""Small helpers shared by every layer; nothing here imports the rest of transrec but ``transrec.errors``
+(which imports nothing of transrec)."""
