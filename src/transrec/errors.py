@@ -6,17 +6,20 @@ the command line prints it as one line (``transrec: error: ...``) and exits with
 exception is a bug in transrec or in code it runs, and keeps its traceback (status 1).
 
 The user errors of each layer live beside the code that raises them (``config.ConfigError``,
-``data.errors.DataError``, ``training.checkpoint.TransferError``, ``models.side_features.FeatureError``,
-``data.image_store.CorruptImageError``); they derive from ``UserError`` here and from ``ValueError``,
-so code that caught ``ValueError`` before still catches them. The few below are those that fit no one
-layer. This module imports nothing from transrec, so that any module may import it.
+``data.errors.DataError``, ``training.checkpoint.TransferError`` and ``CheckpointError``,
+``models.side_features.FeatureError``, ``data.image_store.CorruptImageError``,
+``utils.packages.MissingPackageError``); they derive from ``UserError`` here and from the built-in type
+they replaced (``ValueError``, ``ImportError``), so code that caught that type still catches them. The
+few below fit no one layer, and likewise keep their built-in base. A run that collapses
+(``training.trainer.TrainingCollapsed``) is an outcome, not an error: the command line exits with 3.
+This module imports nothing from transrec, so that any module may import it.
 """
 
 from __future__ import annotations
 
 
 class TransrecError(Exception):
-    """Base of every exception transrec raises on purpose."""
+    """Base of transrec's own exception types: the user errors, and a collapsed training run."""
 
 
 class UserError(TransrecError):

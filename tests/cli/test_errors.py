@@ -14,9 +14,11 @@ from transrec.data.errors import DataError
 from transrec.data.image_store import CorruptImageError
 from transrec.data.prepare import PrepareConfig, prepare
 from transrec.data.synthetic import SyntheticWorldConfig, make_world
-from transrec.errors import UserError
+from transrec.errors import TransrecError, UserError
 from transrec.models.side_features import FeatureError
-from transrec.training.checkpoint import TransferError
+from transrec.training.checkpoint import CheckpointError, TransferError
+from transrec.training.trainer import TrainingCollapsed
+from transrec.utils.packages import MissingPackageError
 
 ROOT = Path(__file__).parents[2]
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -124,8 +126,11 @@ def test_real_user_mistakes_each_give_one_line(mistake, tmp_path, capsys, datase
 
 
 def test_the_user_error_types_of_each_layer_share_one_base_and_stay_value_errors():
-    for error in (ConfigError, DataError, TransferError, FeatureError, CorruptImageError):
+    for error in (ConfigError, DataError, TransferError, CheckpointError, FeatureError, CorruptImageError):
         assert issubclass(error, UserError) and issubclass(error, ValueError), error
+    assert issubclass(MissingPackageError, UserError) and issubclass(MissingPackageError, ImportError)
+    # A collapse is a result with its own exit status (3), not a user's mistake (2).
+    assert issubclass(TrainingCollapsed, TransrecError) and not issubclass(TrainingCollapsed, UserError)
 
 
 def test_errors_sits_at_the_bottom_of_the_import_graph():

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from transrec.config import ConfigError
 from transrec.data.item_content import ItemContent
 from transrec.data.prepared import PreparedDataset
+from transrec.errors import TransrecError
 from transrec.evaluation.model_eval import evaluate_model
 from transrec.models.recommender import (
     WEIGHTS_FILE,
@@ -67,7 +68,7 @@ TRUNK_CACHE_DIR = "trunk_cache"  # a memory-mapped frozen-trunk cache too large 
 Hook = Callable[[str, dict[str, Any]], None]
 
 
-class TrainingCollapsed(RuntimeError):
+class TrainingCollapsed(TransrecError, RuntimeError):
     """The run collapsed (non-finite loss, or validation metrics at the level of a random ranking)."""
 
 
