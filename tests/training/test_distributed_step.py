@@ -44,29 +44,25 @@ from transrec.training import trainer
 from transrec.training.config import OptimConfig, TrainConfig
 from transrec.training.step import TrainingObjective
 
-VOCAB = 200
-# A tiny BERT without dropout: the text backbone's parameters form the optimizer's encoder group.
-BERT = {"model_type": "bert", "vocab_size": VOCAB, "hidden_size": 16, "num_hidden_layers": 1,
-        "num_attention_heads": 2, "intermediate_size": 32, "max_position_embeddings": 64,
-        "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}  # fmt: skip
+OBJECTIVES = ("bce", "inbatch")
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> PreparedDataset:
-    world = make_world(SyntheticWorldConfig.tiny(seed=7, image_only_fraction=0.0))
-    prep = PrepareConfig(user_k=3, item_k=3, image_size=16, image_format="raw", hash_vocab_size=VOCAB)
+    world = make_world(SyntheticWorldConfig.tiny(seed=7))
+    prep = PrepareConfig(user_k=3, item_k=3, image_size=16, image_format="raw")
     return prepare(world.source, prep, tmp_path_factory.mktemp("step") / "data", progress=False)
 
 
 def step_config(dataset: PreparedDataset, out: Path, batch_size: int, objective: str) -> TrainConfig:
-    """One epoch of one step: ``batch_size`` users per process and a window that every user fills."""
+    """One epoch of one step: ``batch_size`` users per process and a window that every user fills. ID
+    items: a process that builds no Hugging Face model never imports transformers (seconds to start)."""
     shortest = int((dataset.split.train_ends - dataset.split.starts).min())
-    model = ModelConfig(d_model=16, max_len=shortest - 1, item_encoder="text",
-                        item_encoder_config={"pretrained": None, "hf_config": BERT, "freeze": "none"},
+    model = ModelConfig(d_model=16, max_len=shortest - 1, item_encoder="id",
                         user_encoder_config={"n_layers": 1, "n_heads": 2, "dropout": 0.0})  # fmt: skip
     return TrainConfig(dataset=str(dataset.path), output_dir=str(out), model=model, objective=objective,
                        epochs=1, batch_size=batch_size, seed=5, device="cpu", collapse_factor=0.0,
-                       optim=OptimConfig(lr=1e-2, encoder_lr=1e-2, grad_clip=0.0))  # fmt: skip
+                       optim=OptimConfig(lr=1e-2, grad_clip=0.0))  # fmt: skip
 
 
 @contextmanager
@@ -109,34 +105,37 @@ def recording_the_step(record: dict):
         trainer.build_optimizer, TrainingObjective.loss = build, loss
 
 
-def _one_step_in_group(rank, world_size, init_file, config, report):
+def _steps_in_group(rank, world_size, init_file, configs, report):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
     try:
-        with recording_the_step({}) as record:
-            trainer.train(config, progress=False)
-        save_file({f"grad.{k}": v for k, v in record["grads"].items()}
-                  | {f"weight.{k}": v for k, v in record["weights"].items()},
-                  str(report / f"rank{rank}.safetensors"))  # fmt: skip
-        summary = {key: record[key] for key in ("users", "items", "steps")}
-        (report / f"rank{rank}.json").write_text(json.dumps(summary))
+        for name, config in configs.items():
+            with recording_the_step({}) as record:
+                trainer.train(config, progress=False)
+            save_file({f"grad.{k}": v for k, v in record["grads"].items()}
+                      | {f"weight.{k}": v for k, v in record["weights"].items()},
+                      str(report / f"{name}-rank{rank}.safetensors"))  # fmt: skip
+            summary = {key: record[key] for key in ("users", "items", "steps")}
+            (report / f"{name}-rank{rank}.json").write_text(json.dumps(summary))
     finally:
         dist.destroy_process_group()
 
 
-def two_process_step(tmp_path: Path, config: TrainConfig) -> list[dict]:
-    """Train ``config`` in 2 processes; per rank, what ``recording_the_step`` records."""
-    report = tmp_path / "report"
-    report.mkdir()
-    mp.spawn(_one_step_in_group, args=(2, tmp_path / "init", config, report), nprocs=2)
-    ranks = []
-    for rank in (0, 1):
-        tensors = load_file(str(report / f"rank{rank}.safetensors"))
-        ranks.append({
-            **json.loads((report / f"rank{rank}.json").read_text()),
+@pytest.fixture(scope="module")
+def two_processes(dataset, tmp_path_factory) -> dict[str, list[dict]]:
+    """Per objective and rank, what ``recording_the_step`` records of a 2-process run of one step (both
+    objectives trained by one pair of processes: starting them costs more than the runs)."""
+    root = tmp_path_factory.mktemp("two_processes")
+    configs = {o: step_config(dataset, root / o, dataset.n_users // 2, o) for o in OBJECTIVES}
+    mp.spawn(_steps_in_group, args=(2, root / "init", configs, root), nprocs=2)
+    runs: dict[str, list[dict]] = {}
+    for name, rank in ((o, r) for o in OBJECTIVES for r in (0, 1)):
+        tensors = load_file(str(root / f"{name}-rank{rank}.safetensors"))
+        runs.setdefault(name, []).append({
+            **json.loads((root / f"{name}-rank{rank}.json").read_text()),
             "grads": {k.removeprefix("grad."): v for k, v in tensors.items() if k.startswith("grad.")},
             "weights": {k.removeprefix("weight."): v for k, v in tensors.items() if k.startswith("weight.")},
         })  # fmt: skip
-    return ranks
+    return runs
 
 
 def assert_same_step(got: dict, expected: dict, who: str) -> None:
@@ -144,7 +143,7 @@ def assert_same_step(got: dict, expected: dict, who: str) -> None:
     for name, grad in expected["grads"].items():
         torch.testing.assert_close(got["grads"][name], grad, rtol=1e-4, atol=1e-7, msg=f"{who}: grad {name}")
     for name, weight in expected["weights"].items():
-        # Where the gradient is zero in exact arithmetic (the key part of an attention's qkv bias: softmax
+        # Where the gradient is zero in exact arithmetic (the key part of the attention's qkv bias: softmax
         # ignores a shift of all of a query's logits), float rounding leaves ~1e-10 of either sign, which
         # AdamW's normalised first step turns into +-lr. Those entries are left out (their gradients were
         # compared above); every other entry moved by about lr and must agree to 1e-6.
@@ -155,15 +154,16 @@ def assert_same_step(got: dict, expected: dict, who: str) -> None:
         )
 
 
-@pytest.mark.parametrize("objective", ["bce", "inbatch"])
-def test_a_two_process_step_is_the_one_process_step_on_the_union_batch(dataset, tmp_path, objective):
+@pytest.mark.parametrize("objective", OBJECTIVES)
+def test_a_two_process_step_is_the_one_process_step_on_the_union_batch(dataset, two_processes, tmp_path,
+                                                                       objective):  # fmt: skip
     n_users = dataset.n_users
     assert n_users % 2 == 0  # no user padded in twice to even the processes out
     with recording_the_step({}) as alone:
         trainer.train(step_config(dataset, tmp_path / "one", n_users, objective), progress=False)
     assert alone["steps"] == 1 and sorted(alone["users"][0]) == list(range(n_users))
 
-    ranks = two_process_step(tmp_path, step_config(dataset, tmp_path / "two", n_users // 2, objective))
+    ranks = two_processes[objective]
     # Each process took its own half of the users, in one step.
     assert [r["steps"] for r in ranks] == [1, 1] and [len(r["users"]) for r in ranks] == [1, 1]
     halves = [set(r["users"][0]) for r in ranks]
