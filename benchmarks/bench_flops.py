@@ -85,7 +85,8 @@ def main() -> None:
         model = model.to(device).train()
         content = item_content(model, dataset, config, device, Path(tmp), progress=False)
         data = SequenceTrainingData(dataset, max_len=20, mode="s2s", n_negatives=1, content=content, seed=0)
-        batches = iter(make_loader(data, config.batch_size, shuffle=True, num_workers=0, epoch=0))
+        batches = iter(make_loader(data, config.batch_size, shuffle=True, num_workers=0, epoch=0,
+                                   reference=config.reference_path))  # fmt: skip
         objective = TrainingObjective(config, dataset, content, device)
         optimizer = build_optimizer(model, config.optim)
         precision = Precision(args.precision, device)

