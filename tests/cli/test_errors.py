@@ -125,6 +125,13 @@ def test_real_user_mistakes_each_give_one_line(mistake, tmp_path, capsys, datase
     assert message in one_error_line(capsys)
 
 
+def test_a_fetch_without_network_is_one_line(tmp_path, capsys, offline):
+    assert main(["data", "fetch", "ml-100k", "--root", str(tmp_path)]) == 2
+    line = one_error_line(capsys)
+    assert "could not fetch MovieLens-100K (grouplens: " in line and "; recbole-wheel: " in line
+    offline.clear()  # both sources were tried, and refused, on purpose
+
+
 def test_the_user_error_types_of_each_layer_share_one_base_and_stay_value_errors():
     for error in (ConfigError, DataError, TransferError, CheckpointError, FeatureError, CorruptImageError):
         assert issubclass(error, UserError) and issubclass(error, ValueError), error

@@ -149,15 +149,16 @@ def fetch_ml100k(root: Path, source: str = "auto", timeout: float = 15.0) -> Pat
         try:
             origin = SOURCES[name](folder, timeout)
         except (OSError, DataError, subprocess.SubprocessError) as err:
-            failures.append(f"{name}: {err}")
-            logger.info(f"  {name} unavailable ({str(err)[:200]})")
+            reason = " ".join(str(err).split())  # pip's stderr spans lines; the user error is one
+            failures.append(f"{name}: {reason[:300]}")
+            logger.info(f"  {name} unavailable ({reason[:200]})")
             continue
         counts = verify_ml100k(folder)
         digests = {f: hashlib.sha256((folder / f).read_bytes()).hexdigest() for f in FILES}
         info = {"source": origin, "counts": counts, "sha256": digests}
         (folder / "SOURCE.json").write_text(json.dumps(info, indent=2) + "\n")
         return folder
-    raise DownloadError("could not fetch MovieLens-100K:\n  " + "\n  ".join(failures))
+    raise DownloadError(f"could not fetch MovieLens-100K ({'; '.join(failures)})")
 
 
 @LOADERS.register("movielens")
