@@ -154,8 +154,10 @@ class TrainConfig:
             the item and user encoders are gathered whole one at a time for their forward and backward;
             ``training.fsdp``). Checkpoints, evaluation, resuming and transfer are the same with both. In
             a single process both mean plain training.
-        reference_path: train as the papers' code does, for side-by-side benchmarks only: every item
-            slot of a batch encoded, padding and repeats included, no trunk cache (BCE, s2s/s2o).
+        reference_path: train as the papers' code does, for side-by-side benchmarks only
+            (``training.reference``): the B x (L + 1) x 2 item slots of a batch encoded in one call,
+            padding and repeats included, texts at 30 tokens, no trunk cache. Only objective bce, mode
+            s2s, n_negatives 1 and the text, image or id item encoder.
         collapse_grace: a run that has never been above that level is given this many epochs to rise
             before it is called collapsed (a young run on a tiny catalogue can sit near random).
     """

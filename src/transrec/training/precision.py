@@ -3,8 +3,9 @@ or ``fp16`` (CUDA only, with a dynamic loss scale).
 
 Weights and optimizer state stay in float32; autocast runs matrix products and attention (the user
 encoders call ``scaled_dot_product_attention``, which picks a fused kernel where the device has one)
-in the lower precision. Evaluation always runs in float32, so that ties in the ranking are not made by
-rounding.
+in the lower precision; a frozen trunk read from the trunk cache enters the trainable top in that
+precision (``models.item_encoders.trunk_cache``). Evaluation always runs in float32, so that ties in the
+ranking are not made by rounding.
 """
 
 from __future__ import annotations

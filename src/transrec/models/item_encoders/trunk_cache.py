@@ -15,7 +15,10 @@ Replaying is generic over the supported backbones: the frozen blocks below the b
 for pass-through modules for the duration of one forward, and a pre-hook hands the lowest trainable
 block the cached tensor instead of what reached it. Everything above the boundary runs exactly as
 without the cache, so losses and gradients are those of the uncached model (to float rounding: the
-trunk was evaluated in other batch shapes; ``tests/models/item_encoders/test_trunk_cache.py``).
+trunk was evaluated in other batch shapes; ``tests/models/item_encoders/test_trunk_cache.py``). Under
+autocast (``precision: bf16``) the trunk is handed over in the autocast dtype, so the trainable top's
+residual stream stays in bfloat16 instead of being cast before each matrix product (an uncached bf16
+run carries it in float32): the same model to bfloat16 rounding, and a faster step.
 
 The store lives in memory (on the model's device) when it fits ``max_memory_mb``, else in a
 memory-mapped file, from which each step gathers only its items.
