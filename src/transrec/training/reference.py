@@ -45,8 +45,12 @@ Where transrec necessarily differs (none changes the cost, and none changes the 
       dataset's pad id and a zero mask.
     - The negatives are transrec's (``batches.SequenceTrainingData``: uniform outside the user's
       training items, the papers' rule), so the reference and transrec's own step can be given the same
-      ones; the user encoder and ``losses.bce_loss`` (which with one negative is their loss) are
-      transrec's, so both paths train the same model.
+      ones; the item encoder (pooling, DT layer), the user encoder and ``losses.bce_loss`` (which with
+      one negative is their loss) are transrec's, so both paths train the same model.
+    - The frozen bottom of the backbone runs in eval mode, as everywhere in transrec
+      (``freezing.FrozenBackbone``); the papers' ``model.train()`` leaves dropout on in their frozen
+      layers too, which costs them random masks over every slot's tokens. This reference is therefore,
+      if anything, faster than their code, and the ratios measured against it are conservative.
 """
 
 from __future__ import annotations
