@@ -166,8 +166,8 @@ ENCODER_MODES = [("sasrec", "s2s"), ("sasrec", "s2o"), ("bert4rec", "masked"), (
 def test_every_user_encoder_trains_with_every_objective(world, tmp_path, encoder, mode, objective):
     source, _ = world
     model = ModelConfig(d_model=16, max_len=8, item_encoder="id", user_encoder=encoder)
-    config = run_config(source, tmp_path, model=model, mode=mode, objective=objective, epochs=4,
-                        logq=objective == "inbatch")  # the one objective here that reads it
+    logq = objective == "inbatch"  # the one objective here that reads it
+    config = run_config(source, tmp_path, model=model, mode=mode, objective=objective, epochs=4, logq=logq)
     result = train(config, progress=False)
     assert result.epochs_run == 4
     frozen = OptimConfig(lr=0.0)  # AdamW at lr 0 never moves a weight (id items: no encoder group)
