@@ -13,6 +13,7 @@ import yaml
 
 import transrec.training.trainer
 import transrec.utils.io
+from tests.training.test_trainer import run_config  # the same small ID run
 from transrec.cli.main import main as cli
 from transrec.config import ConfigError, dump_yaml
 from transrec.data.prepare import PrepareConfig, prepare
@@ -30,16 +31,6 @@ def source(tmp_path_factory):
     world = make_world(SyntheticWorldConfig.tiny(seed=0))
     config = PrepareConfig(user_k=3, item_k=3, image_size=16, image_format="raw", max_text_tokens=12)
     return prepare(world.source, config, root / "source", progress=False)
-
-
-def run_config(dataset, out, **overrides) -> TrainConfig:
-    model = ModelConfig(d_model=16, max_len=8, item_encoder="id", user_encoder="sasrec",
-                        user_encoder_config={"n_layers": 1, "n_heads": 2})  # fmt: skip
-    base = {"dataset": str(dataset.path), "output_dir": str(out), "model": model, "epochs": 3,
-            "batch_size": 16, "patience": 10, "seed": 1, "device": "cpu", "collapse_factor": 0.0,
-            "optim": OptimConfig(lr=3e-3)}  # fmt: skip
-    base.update(overrides)
-    return TrainConfig(**base)
 
 
 class Recorder:
