@@ -31,7 +31,10 @@ EXTRAS = {
     "pyarrow": "parquet",
     "lmdb": "lmdb",
     "matplotlib": "plot",
+    "faiss": "serving",
 }
+#: Import names whose distribution on PyPI has another name (``import faiss`` comes from ``faiss-cpu``).
+DISTRIBUTIONS = {"faiss": "faiss-cpu"}
 
 
 class MissingPackageError(UserError, ImportError):
