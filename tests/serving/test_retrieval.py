@@ -52,16 +52,34 @@ def test_exact_equals_a_full_sort_across_chunk_boundaries(chunk_size):
 
 
 def test_ties_are_ordered_by_id_in_exact_and_faiss_flat():
-    # Five copies of each of 30 vectors: every score is tied five times, and the chunk edges (chunk 7)
-    # and the k cut (k = 12) fall inside the ties.
+    # Forty copies of each of 30 vectors: every score is tied forty times, and the chunk edges (chunk 7)
+    # and the k cut (k = 12) fall inside the ties; in one chunk, torch.topk picks an arbitrary subset of
+    # the items tied at the cut.
     base, _, queries = random_set(30, d=8)
-    vectors = base.repeat(5, 1)
-    ids = torch.randperm(150, generator=torch.Generator().manual_seed(3)) * 3
+    vectors = base.repeat(40, 1)
+    ids = torch.randperm(1200, generator=torch.Generator().manual_seed(3)) * 3
     want_scores, want_ids = brute_force(vectors, ids, queries, 12)
-    for kind, parameters in (("exact", {"chunk_size": 7}), ("faiss-flat", {})):
+    for kind, parameters in (("exact", {"chunk_size": 7}), ("exact", {}), ("faiss-flat", {})):
         scores, found = build_index(kind, vectors, ids, **parameters).search(queries, 12)
         assert torch.equal(found, want_ids), kind
         torch.testing.assert_close(scores, want_scores, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["exact", "faiss-flat"])
+@pytest.mark.parametrize("n", [10, 100, 1000])
+def test_when_every_item_ties_the_smallest_ids_win(kind, n):
+    # One vector, n times: the k results are the k smallest ids, whatever subset topk or FAISS's heap
+    # would pick among the ties.
+    vectors = torch.ones(n, 4).index_fill_(1, torch.tensor([0]), 0.5)
+    ids = torch.randperm(n, generator=torch.Generator().manual_seed(n)) + 1000
+    index = build_index(kind, vectors, ids)
+    scores, found = index.search(torch.ones(3, 4), 5)
+    assert found.tolist() == [list(range(1000, 1005))] * 3
+    assert torch.equal(scores, torch.full((3, 5), 3.5))
+    # Items added later with smaller ids (FAISS holds them after the others) win the ties too.
+    index.add(vectors[:3], [7, 3, 5])
+    _, found = index.search(torch.ones(3, 4), 5)
+    assert found.tolist() == [[3, 5, 7, 1000, 1001]] * 3
 
 
 def test_exact_and_faiss_flat_agree_on_random_vectors():
