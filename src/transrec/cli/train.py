@@ -39,7 +39,43 @@ def add_parser(commands) -> None:
     evaluate.add_argument("--stage", default="test", choices=["valid", "test"])
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--output", help="write the metrics as JSON to this file")
+    evaluate.add_argument(
+        "--ks", type=_ks, default=(5, 10, 20, 50), help="comma-separated cut-offs (default 5,10,20,50)"
+    )
+    evaluate.add_argument(
+        "--subset", action="append", type=_subset, default=[], dest="subsets",
+        help="also report the metrics of the users whose target is cold (< 10 interactions before it), "
+        "new (none) or warm-N (MoRec's >= N filter), or all users; repeatable; each with its user count",
+    )  # fmt: skip
+    evaluate.add_argument(
+        "--no-exclude-history", dest="exclude_history", action="store_false",
+        help="rank the user's earlier items too (RecBole's protocol); by default they are excluded",
+    )  # fmt: skip
+    evaluate.add_argument(
+        "--per-user", metavar="FILE",
+        help="write a Parquet table of user, target, rank and one boolean column per --subset",
+    )  # fmt: skip
     evaluate.set_defaults(run=run_evaluate)
+
+
+def _ks(text: str) -> tuple[int, ...]:
+    try:
+        ks = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--ks must be comma-separated integers, got {text!r}") from None
+    if any(k < 1 for k in ks):
+        raise argparse.ArgumentTypeError(f"--ks must be positive, got {text!r}")
+    return ks
+
+
+def _subset(name: str) -> str:
+    from transrec.evaluation.model_eval import parse_subset
+
+    try:
+        parse_subset(name)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return name
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -69,8 +105,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from transrec.training.trainer import resolve_device
 
     dataset = PreparedDataset(args.dataset)
-    metrics = evaluate_checkpoint(args.checkpoint, dataset, args.stage, device=resolve_device(args.device))
-    print(f"{args.stage} on {dataset.name}: " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    metrics = evaluate_checkpoint(
+        args.checkpoint, dataset, args.stage, args.ks, device=resolve_device(args.device),
+        exclude_history=args.exclude_history, subsets=tuple(dict.fromkeys(args.subsets)),
+        per_user=args.per_user,
+    )  # fmt: skip
+    shown = "  ".join(f"{k} {v}" if isinstance(v, int) else f"{k} {v:.4f}" for k, v in metrics.items())
+    print(f"{args.stage} on {dataset.name}: {shown}")
     if args.output:
         output = Path(args.output)
         output.parent.mkdir(parents=True, exist_ok=True)

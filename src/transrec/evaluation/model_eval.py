@@ -10,15 +10,19 @@ score matrix is never materialised. A TransRec stage-1 model ranks through its U
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from transrec.data.item_content import ItemContent
 from transrec.data.prepared import PreparedDataset
+from transrec.errors import UsageError
 from transrec.evaluation.protocol import stage_histories
 from transrec.evaluation.ranking import ItemSets, RankingMetrics, ranks_from_embeddings
 from transrec.utils.distributed import DistributedContext
+from transrec.utils.packages import import_optional
 
 
 @torch.no_grad()
@@ -80,8 +84,108 @@ def user_vectors(
     return hidden[:, -1].float()
 
 
+# MoRec Appendix A.1 / section 4.2 and NineRec: a cold item has fewer than 10 training interactions.
+COLD_THRESHOLD = 10
+# MoRec's warm-N keeps users with at least 5 interactions while filtering (its 5-core preparation).
+WARM_MIN_USER_INTERACTIONS = 5
+
+
+def parse_subset(name: str) -> int | None:
+    """Check an evaluation subset name (``all``, ``cold``, ``new`` or ``warm-N`` with N >= 1); returns N
+    for ``warm-N``, else None. Raises ``UsageError`` (a ValueError) naming the bad name."""
+    if name in ("all", "cold", "new"):
+        return None
+    if name.startswith("warm-") and name[5:].isdigit() and int(name[5:]) >= 1:
+        return int(name[5:])
+    raise UsageError(f"unknown evaluation subset {name!r}: use all, cold, new or warm-N with N >= 1")
+
+
+def subset_masks(dataset: PreparedDataset, stage: str, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """``{name: bool [n_users]}``: which users of ``stage`` belong to each named subset.
+
+    As MoRec Appendix A.1 and section 4.2 define them (see ``evaluation.subsets`` for what is counted):
+
+    - ``all``: every user;
+    - ``cold``: the target has fewer than ``COLD_THRESHOLD`` (10) interactions among the interactions
+      before the stage's target, over all users (for test: training + validation items; for valid: the
+      training items), so an item first seen in a user's own history counts;
+    - ``new``: the target has no such interaction at all;
+    - ``warm-N``: MoRec filters the whole dataset before splitting, so the user survives the iterative
+      filter (items with >= N interactions, users with >= 5) over the full sequences, test targets
+      included, and the target is a surviving item.
+    """
+    from transrec.evaluation.subsets import cold_item_users, new_item_users, warm_item_users
+
+    histories, targets = stage_histories(dataset, stage)
+    lengths = np.array([len(h) for h in histories], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    items = np.concatenate(histories).astype(np.int64) if histories else np.zeros(0, np.int64)
+    targets = np.asarray(targets, dtype=np.int64)
+    full_offsets = np.asarray(dataset.offsets, dtype=np.int64)
+    full_items = np.asarray(dataset.items, dtype=np.int64)
+    masks = {}
+    for name in names:
+        n = parse_subset(name)
+        if name == "all":
+            mask = torch.ones(dataset.n_users, dtype=torch.bool)
+        elif name == "cold":
+            mask = cold_item_users(offsets, items, targets, dataset.n_items, COLD_THRESHOLD)
+        elif name == "new":
+            mask = new_item_users(offsets, items, targets, dataset.n_items)
+        else:
+            mask = warm_item_users(
+                full_offsets, full_items, targets, dataset.n_items, n, WARM_MIN_USER_INTERACTIONS
+            )
+        masks[name] = mask.cpu().numpy()
+    return masks
+
+
+@dataclass
+class Evaluation:
+    """One evaluation's results: ``metrics`` (what :func:`evaluate_model` returns), and per user the
+    ``users`` evaluated, their ``targets`` (item indices), ``ranks`` (1 = best, as in
+    ``evaluation.ranking``) and ``subsets`` (``{name: bool [len(users)]}``)."""
+
+    metrics: dict[str, float]
+    users: np.ndarray
+    targets: np.ndarray
+    ranks: np.ndarray
+    subsets: dict[str, np.ndarray]
+
+    def write_per_user(self, path: str | Path) -> Path:
+        """Write a Parquet table, one row per user: ``user`` (index), ``target`` (item index), ``rank``
+        and one boolean column per subset, for paired significance tests across runs. Needs pyarrow (the
+        ``[parquet]`` extra; ``MissingPackageError`` says how to install it)."""
+        pa = import_optional("pyarrow", "a per-user Parquet table")
+        import pyarrow.parquet as pq
+
+        columns = {"user": self.users.astype(np.int64), "target": self.targets.astype(np.int64),
+                   "rank": self.ranks.astype(np.int64)}  # fmt: skip
+        columns.update({name: mask.astype(bool) for name, mask in self.subsets.items()})
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.table(columns), path)
+        return path
+
+
+def subset_metrics(
+    ranks: np.ndarray, masks: dict[str, np.ndarray], ks: Sequence[int], n_items: int
+) -> dict[str, float]:
+    """``{"<name>/users": count, "<name>/<metric>": value}`` for each subset: the metrics of
+    :class:`RankingMetrics` over the users of the subset. A subset without users reports only its count
+    (metrics over no user are undefined)."""
+    out: dict[str, float] = {}
+    for name, mask in masks.items():
+        out[f"{name}/users"] = int(mask.sum())
+        if mask.any():
+            metrics = RankingMetrics(ks, n_items=n_items)
+            metrics.update(torch.from_numpy(ranks[mask].astype(np.int64)))
+            out.update({f"{name}/{key}": value for key, value in metrics.compute().items()})
+    return out
+
+
 @torch.no_grad()
-def evaluate_model(
+def evaluate_model_detailed(
     model,
     dataset: PreparedDataset,
     content: ItemContent,
@@ -91,8 +195,11 @@ def evaluate_model(
     device: str | torch.device = "cpu",
     exclude_history: bool = True,
     users: np.ndarray | None = None,
-) -> dict[str, float]:
-    """HR@k, NDCG@k and MRR of ``model`` on ``stage`` ("valid" or "test") over ``users`` (default all)."""
+    subsets: Sequence[str] = (),
+) -> Evaluation:
+    """:func:`evaluate_model` with every user's rank and subset membership kept (see :class:`Evaluation`)."""
+    for name in subsets:
+        parse_subset(name)  # a bad name fails before any item is encoded
     was_training = model.training
     model.eval()
     try:
@@ -100,7 +207,7 @@ def evaluate_model(
         candidates = model.ranking_items(table)  # the item vectors, or a stage-1 model's UEP head
         histories, targets = stage_histories(dataset, stage)
         users = np.arange(dataset.n_users) if users is None else np.asarray(users)
-        metrics = RankingMetrics(ks, n_items=dataset.n_items, device=device)
+        ranks = torch.zeros(len(users), dtype=torch.long, device=device)
         ctx = DistributedContext.current()
         for start in ctx.shard(range(0, len(users), batch_size)):
             batch = users[start : start + batch_size]
@@ -114,8 +221,39 @@ def evaluate_model(
             batch_targets = torch.from_numpy(targets[batch].astype(np.int64)).to(device)
             if exclude is not None:
                 exclude = ItemSets(exclude.offsets.to(device), exclude.items.to(device))
-            metrics.update(ranks_from_embeddings(vectors, candidates, batch_targets, exclude))
-        ctx.all_reduce_sum(metrics.rank_counts)  # histograms of integer ranks: exact over processes
-        return metrics.compute()
+            ranks[start : start + len(batch)] = ranks_from_embeddings(
+                vectors, candidates, batch_targets, exclude
+            )
+        ctx.all_reduce_sum(ranks)  # integer ranks, zero where another process ranked: exact
+        ranks_np = ranks.cpu().numpy()
+        metrics = RankingMetrics(ks, n_items=dataset.n_items)
+        metrics.update(ranks.cpu())
+        result = metrics.compute()
+        masks = {name: mask[users] for name, mask in subset_masks(dataset, stage, subsets).items()}
+        result.update(subset_metrics(ranks_np, masks, ks, dataset.n_items))
+        return Evaluation(result, users, np.asarray(targets)[users], ranks_np, masks)
     finally:
         model.train(was_training)
+
+
+def evaluate_model(
+    model,
+    dataset: PreparedDataset,
+    content: ItemContent,
+    stage: str = "valid",
+    ks: Sequence[int] = (5, 10, 20, 50),
+    batch_size: int = 512,
+    device: str | torch.device = "cpu",
+    exclude_history: bool = True,
+    users: np.ndarray | None = None,
+    subsets: Sequence[str] = (),
+) -> dict[str, float]:
+    """HR@k, NDCG@k and MRR of ``model`` on ``stage`` ("valid" or "test") over ``users`` (default all).
+
+    ``exclude_history=False`` keeps the user's earlier items in the ranking (RecBole's protocol). For each
+    name in ``subsets`` (:func:`subset_masks`) the result also holds ``"<name>/users"`` (how many of the
+    users belong to it) and ``"<name>/<metric>"`` over those users (only the count when none does).
+    """
+    return evaluate_model_detailed(
+        model, dataset, content, stage, ks, batch_size, device, exclude_history, users, subsets
+    ).metrics

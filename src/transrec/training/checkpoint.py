@@ -308,13 +308,26 @@ def evaluate_checkpoint(
     ks: tuple[int, ...] = (5, 10, 20, 50),
     device: str | torch.device = "cpu",
     batch_size: int = 512,
+    exclude_history: bool = True,
+    subsets: tuple[str, ...] = (),
+    per_user: str | Path | None = None,
 ) -> dict[str, float]:
     """Full-ranking metrics of a saved model on a prepared dataset: the source's own test set, or another
     platform's (zero-shot transfer: no weight is updated). Raises TransferError when the model cannot
     apply to that dataset (ID items or a UEP head of another catalogue, text tokenised otherwise), and
-    ``FeatureError`` when the dataset lacks a side feature the model uses."""
+    ``FeatureError`` when the dataset lacks a side feature the model uses.
+
+    ``exclude_history``, ``subsets``: as ``evaluation.model_eval.evaluate_model`` (``"<subset>/users"``
+    and ``"<subset>/<metric>"`` keys); ``per_user``: also write every user's target, rank and subset
+    flags to this Parquet file (``Evaluation.write_per_user``)."""
     from transrec.data.item_content import ItemContent
-    from transrec.evaluation.model_eval import evaluate_model
+    from transrec.evaluation.model_eval import evaluate_model_detailed, parse_subset
+    from transrec.utils.packages import import_optional
+
+    for name in subsets:
+        parse_subset(name)  # before the checkpoint is read
+    if per_user is not None:
+        import_optional("pyarrow", "a per-user Parquet table (--per-user)")  # before the evaluation runs
 
     data = dataset if isinstance(dataset, PreparedDataset) else PreparedDataset(dataset)
     model = SequentialRecommender.from_pretrained(checkpoint, map_location=device)
@@ -332,4 +345,9 @@ def evaluate_checkpoint(
     if model.item_encoder.needs_text:
         check_tokenizer(model.config, data, checkpoint)
     content = ItemContent(data, text=model.item_encoder.needs_text, image=model.item_encoder.needs_image)
-    return evaluate_model(model, data, content, stage, ks, batch_size, device=torch.device(device))
+    evaluation = evaluate_model_detailed(
+        model, data, content, stage, ks, batch_size, torch.device(device), exclude_history, subsets=subsets
+    )
+    if per_user is not None:
+        evaluation.write_per_user(per_user)
+    return evaluation.metrics

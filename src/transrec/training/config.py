@@ -122,6 +122,10 @@ class TrainConfig:
         patience: epochs without a better validation NDCG@10 before stopping early.
         eval_batch_size: users per evaluation batch.
         ks: cut-offs of the reported metrics.
+        eval_subsets: subsets of the test users also reported in ``test_metrics.json``, each as
+            ``"<name>/users"`` (its user count) and ``"<name>/<metric>"`` (flat keys beside the metrics of
+            all users): ``all``, ``cold``, ``new``, ``warm-N`` (``evaluation.model_eval.subset_masks``;
+            MoRec A.1, 4.2), e.g. ``[cold, new, warm-20]``. Validation (early stopping) uses all users.
         seed: seeds data order, negatives, masks, dropout and initialisation.
         num_workers: DataLoader worker processes.
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:1``...
@@ -179,6 +183,7 @@ class TrainConfig:
     patience: int = 5
     eval_batch_size: int = 512
     ks: tuple[int, ...] = (5, 10, 20, 50)
+    eval_subsets: tuple[str, ...] = ()
     seed: int = 42
     num_workers: int = 0
     device: str = "auto"

@@ -328,7 +328,8 @@ def _train(config: TrainConfig, ctx: DistributedContext, progress: bool, hook: H
     # The best weights go into this model: its frozen trunk, and so its cache, are those of best/.
     load_model_state(model, load_file(str(out / "best" / WEIGHTS_FILE), device=str(device)))
     with full_parameters(step_module):
-        test = evaluate_model(model, dataset, content, "test", config.ks, config.eval_batch_size, device)
+        test = evaluate_model(model, dataset, content, "test", config.ks, config.eval_batch_size, device,
+                              subsets=config.eval_subsets)  # fmt: skip
     model.item_encoder.drop_trunk_cache()
     shutil.rmtree(cache_dir, ignore_errors=True)
     result = RunResult("finished", state["best_epoch"], state["best_valid"], test, state["epoch"],

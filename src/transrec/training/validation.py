@@ -65,7 +65,7 @@ config dataclass wherever such a config sits (``text`` alone, inside ``mom``/``m
 
 ``NEEDS``: what every run needs: mode masked and a masked-item user encoder (bert4rec) go together;
 ``ks`` contains 10 (validation NDCG@10 drives early stopping and collapse detection); ``precision:
-fp16`` needs a CUDA device.
+fp16`` needs a CUDA device; ``eval_subsets`` are known subset names (all, cold, new, warm-N).
 
 Unknown encoder names and unknown encoder config keys are refused here too, before anything is built.
 """
@@ -81,6 +81,7 @@ from typing import Any
 import torch
 
 from transrec.config import ConfigError, from_dict
+from transrec.evaluation.model_eval import parse_subset
 from transrec.models.item_encoders import ITEM_ENCODERS
 from transrec.models.item_encoders.freezing import FreezeConfig
 from transrec.models.item_encoders.id_modality import IDModalityConfig
@@ -392,10 +393,21 @@ NEEDS: tuple[Need, ...] = (
     Need("ks", lambda c: 10 in c.ks,
          "ks must include 10: validation NDCG@10 drives early stopping, the best checkpoint and collapse "
          "detection", example=("ks=[5, 20]",)),
+    Need("eval_subsets", lambda c: all(_is_subset_name(name) for name in c.eval_subsets),
+         "eval_subsets: each must be all, cold, new or warm-N with N >= 1 (model_eval.subset_masks)",
+         example=("eval_subsets=[cold, warm-0]",)),
     Need("precision", lambda c: _device_type(c.device) == "cuda",
          "precision fp16 needs a CUDA device (its loss scaler is CUDA's); use bf16 or fp32 on a CPU",
          when=lambda c: c.precision == "fp16", example=("precision=fp16", "device=cpu")),
 )  # fmt: skip
+
+
+def _is_subset_name(name: str) -> bool:
+    try:
+        parse_subset(name)
+    except ValueError:
+        return False
+    return True
 
 
 def _device_type(device: str) -> str:
