@@ -116,6 +116,8 @@ def subset_masks(dataset: PreparedDataset, stage: str, names: Sequence[str]) -> 
     """
     from transrec.evaluation.subsets import cold_item_users, new_item_users, warm_item_users
 
+    if not names:
+        return {}  # every validation pass comes here: no subset, no counting
     histories, targets = stage_histories(dataset, stage)
     lengths = np.array([len(h) for h in histories], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
