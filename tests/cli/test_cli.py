@@ -79,3 +79,11 @@ def test_synth_prepares_a_source_and_a_target(tmp_path, capsys):
     assert source["counts"]["items_text_only"] > 0 and source["counts"]["items_image_only"] > 0
     assert target["counts"]["users"] > 0
     assert "synthetic_source" in capsys.readouterr().out
+
+
+def test_metrics_print_rates_to_four_decimals_and_user_counts_as_integers():
+    from transrec.cli.train import format_metrics
+
+    assert format_metrics({"HR@10": 0.5, "cold/users": 11, "cold/HR@10": 0.25}) == (
+        "HR@10 0.5000  cold/users 11  cold/HR@10 0.2500"
+    )

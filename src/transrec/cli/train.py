@@ -95,8 +95,13 @@ def run_train(args: argparse.Namespace) -> int:
     print(
         f"best epoch {result.best_epoch} of {result.epochs_run} ({result.seconds:.1f} s): {result.output_dir}"
     )
-    print("test: " + "  ".join(f"{k} {v:.4f}" for k, v in result.test.items()))
+    print("test: " + format_metrics(result.test))
     return 0
+
+
+def format_metrics(metrics: dict[str, float | int]) -> str:
+    """One line of metrics: rates to 4 decimals, user counts (``<subset>/users``) as integers."""
+    return "  ".join(f"{k} {v}" if isinstance(v, int) else f"{k} {v:.4f}" for k, v in metrics.items())
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -110,8 +115,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         exclude_history=args.exclude_history, subsets=tuple(dict.fromkeys(args.subsets)),
         per_user=args.per_user,
     )  # fmt: skip
-    shown = "  ".join(f"{k} {v}" if isinstance(v, int) else f"{k} {v:.4f}" for k, v in metrics.items())
-    print(f"{args.stage} on {dataset.name}: {shown}")
+    print(f"{args.stage} on {dataset.name}: {format_metrics(metrics)}")
     if args.output:
         output = Path(args.output)
         output.parent.mkdir(parents=True, exist_ok=True)
