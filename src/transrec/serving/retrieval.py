@@ -39,6 +39,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -132,7 +133,7 @@ def order_rows(scores: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, t
     return scores_sorted, ids_sorted.gather(1, by_score)
 
 
-class RetrievalIndex:
+class RetrievalIndex(ABC):
     """The interface every kind implements; see the module docstring for the promises."""
 
     kind = ""
@@ -238,25 +239,32 @@ class RetrievalIndex:
 
     # -- what each kind implements --------------------------------------------------------------------
 
+    @abstractmethod
     def _rebuild(self) -> None:
-        raise NotImplementedError
+        """Build the backend from ``self`` 's sorted vectors and ids (after ``build`` or a load)."""
 
+    @abstractmethod
     def _backend_add(self, vectors: torch.Tensor, ids: torch.Tensor) -> None:
-        raise NotImplementedError
+        """Add ``vectors [n, d]`` under ``ids [n]`` (already checked to be new) to the backend."""
 
+    @abstractmethod
     def _backend_remove(self, ids: torch.Tensor) -> None:
-        raise NotImplementedError
+        """Drop ``ids`` (already checked to be present) from the backend."""
 
+    @abstractmethod
     def _search(
         self, queries: torch.Tensor, k: int, excluded: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError
+        """Scores and ids ``[Q, k]`` ordered by score then id; ``excluded`` is the bool mask of
+        ``_exclusions`` (or None)."""
 
+    @abstractmethod
     def _save_backend(self, directory: Path) -> None:
-        raise NotImplementedError
+        """Write what the backend needs beyond the vectors and ids into ``directory``."""
 
+    @abstractmethod
     def _restore(self, directory: Path) -> None:
-        raise NotImplementedError
+        """Read what ``_save_backend`` wrote (the vectors and ids are already loaded)."""
 
 
 def _top_by_score_then_position(scores: torch.Tensor, kk: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -338,8 +346,9 @@ class _FaissIndex(RetrievalIndex):
     def _faiss(self) -> Any:
         return import_optional("faiss", f"the {self.kind!r} retrieval index")
 
+    @abstractmethod
     def _new_inner(self, faiss: Any) -> Any:
-        raise NotImplementedError
+        """The kind's own inner inner-product FAISS index over ``self.dim`` dimensions, empty."""
 
     def _before_search(self, wanted: int) -> None:
         pass
