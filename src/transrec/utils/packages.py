@@ -32,9 +32,12 @@ EXTRAS = {
     "lmdb": "lmdb",
     "matplotlib": "plot",
     "faiss": "serving",
+    "fastapi": "serving",
+    "uvicorn": "serving",
+    "multipart": "serving",
 }
 #: Import names whose distribution on PyPI has another name (``import faiss`` comes from ``faiss-cpu``).
-DISTRIBUTIONS = {"faiss": "faiss-cpu"}
+DISTRIBUTIONS = {"faiss": "faiss-cpu", "multipart": "python-multipart"}
 
 
 class MissingPackageError(UserError, ImportError):
