@@ -45,6 +45,11 @@ def add_parser(commands) -> None:
     prep.add_argument("--root", help="data folder (default $TRANSREC_HOME or ~/.cache/transrec)")
     prep.add_argument("--overwrite", action="store_true", help="replace an existing prepared folder")
     prep.add_argument("--quiet", action="store_true", help="no progress bars or lines, only warnings")
+    prep.add_argument(
+        "--new-items", type=float, metavar="FRACTION",
+        help="new-item protocol: mark this fraction of the items, those first seen latest, as new; they "
+        "appear only as test targets, never in training or validation (PrepareConfig.new_items)",
+    )  # fmt: skip
     prep.set_defaults(run=run_prepare)
 
     synth = sub.add_parser(
@@ -79,7 +84,10 @@ def run_fetch(args: argparse.Namespace) -> int:
 
 
 def _prepare_config(args: argparse.Namespace) -> PrepareConfig:
-    return load_config(PrepareConfig, args.config, args.overrides)
+    overrides = list(args.overrides)
+    if args.new_items is not None:
+        overrides.append(f"new_items={args.new_items}")
+    return load_config(PrepareConfig, args.config, overrides)
 
 
 def run_prepare(args: argparse.Namespace) -> int:
@@ -119,6 +127,12 @@ def print_summary(dataset: PreparedDataset) -> None:
         f"items: {counts['items_text_and_image']:,} text+image, {counts['items_text_only']:,} text only, "
         f"{counts['items_image_only']:,} image only"
     )
+    new = dataset.meta.get("new_items")
+    if new:
+        print(
+            f"new items: {new['items']:,} ({new['fraction']:g} of the items, first seen latest), the test "
+            f"target of {new['test_users']:,} users; none in training or validation"
+        )
     from transrec.data.report import PreparationReport
 
     report = PreparationReport(dataset.report.get("counts", {}), dataset.report.get("examples", {}))

@@ -13,9 +13,13 @@ Steps, in order, each counted in the preparation report:
 4. De-duplication of repeated (user, item) pairs, keeping the earliest (``dedup``).
 5. Iterative k-core (``user_k``, ``item_k``); users with fewer than 3 interactions (which cannot be split
    leave-one-out) are always removed.
-6. Optional truncation to each user's most recent ``max_seq_len`` interactions (after k-core, which is
+6. Optional new-item protocol (``new_items``, ``transrec.data.new_items``): the items first seen latest
+   are marked new; their interactions leave training and validation (a user's last one, the test
+   target, stays); users left with fewer than 3 interactions are removed; new items stay in the
+   catalogue. Recorded in ``meta.json`` (``new_items``) and ``item_is_new.npy``.
+7. Optional truncation to each user's most recent ``max_seq_len`` interactions (after k-core, which is
    not re-run; the papers train on the last 20-25 items).
-7. Items are indexed 1..n in item-table order (0 is padding), users 0..n-1 in order of first appearance
+8. Items are indexed 1..n in item-table order (0 is padding), users 0..n-1 in order of first appearance
    in the log; texts are tokenised once and images stored once.
 
 Output is written to a temporary directory and renamed into place, so a killed preparation never
@@ -39,7 +43,7 @@ from tqdm.auto import tqdm
 
 import transrec
 from transrec.config import ConfigError, to_dict
-from transrec.data import filtering
+from transrec.data import filtering, new_items
 from transrec.data.errors import DataError
 from transrec.data.image_store import CorruptImageError, ImageStore, ImageStoreWriter, decode_and_resize
 from transrec.data.loaders.common import normalise_text
@@ -72,6 +76,11 @@ class PrepareConfig:
         image_format: ``jpeg`` (compact) or ``raw`` (uint8 array, no decoding when training).
         jpeg_quality: JPEG quality of stored images.
         seed: seed of the ``mom`` modality draw.
+        new_items: mark this fraction of the items (after k-core) as new, those first seen latest (ties
+            by item id), and keep every interaction with them out of training and validation: only a
+            user's last interaction, the test target, may be a new item; users left with fewer than 3
+            interactions are removed. New items stay in the catalogue. 0: no new-item protocol. See
+            ``transrec.data.new_items``; MoRec Appendix Table 9 evaluates such items.
         workers: processes decoding images (0: in this process).
     """
 
@@ -90,6 +99,7 @@ class PrepareConfig:
     image_format: Literal["jpeg", "raw"] = "jpeg"
     jpeg_quality: int = 95
     seed: int = 0
+    new_items: float = 0.0
     workers: int = 0
 
     def __post_init__(self) -> None:
@@ -101,6 +111,8 @@ class PrepareConfig:
             raise ConfigError("mom_image_fraction must be within [0, 1]")
         if self.image_size < 8:
             raise ConfigError("image_size must be at least 8")
+        if not 0.0 <= self.new_items < 1.0:
+            raise ConfigError(f"new_items must be a fraction of the items in [0, 1), got {self.new_items}")
 
 
 def _decode(args: tuple[ImageRef, int]) -> tuple[str, Any]:
@@ -283,6 +295,9 @@ def prepare(
         report.add("short_user_interaction", core.short_user_interactions)
         report.add("kcore_interaction", int((~core.keep).sum()) - core.short_user_interactions)
         users, items, stamps = users[core.keep], items[core.keep], stamps[core.keep]
+        is_new = np.zeros(n_raw_items, dtype=bool)
+        if config.new_items > 0:
+            users, items, stamps, is_new = _apply_new_items(users, items, stamps, item_ids, config, report)
         if config.max_seq_len is not None:
             recent = filtering.last_n_mask(users, config.max_seq_len)
             report.add("truncated_interaction", int((~recent).sum()))
@@ -293,8 +308,8 @@ def prepare(
                 f"item_k={config.item_k}); report:\n{report.format()}"
             )
 
-        # 7. Indexing and writing.
-        final_items = np.flatnonzero(np.bincount(items, minlength=n_raw_items) > 0)
+        # 8. Indexing and writing; new items stay in the catalogue even without any interaction left.
+        final_items = np.flatnonzero((np.bincount(items, minlength=n_raw_items) > 0) | is_new)
         removed_by_core = np.zeros(n_raw_items, dtype=bool)
         removed_by_core[core.removed_items] = True
         unused = valid_item & ~removed_by_core & ~np.isin(np.arange(n_raw_items), final_items)
@@ -315,6 +330,18 @@ def prepare(
         modality = np.zeros(len(final_items) + 1, dtype=np.uint8)
         modality[1:] = has_text[final_items] * TEXT + has_image[final_items] * IMAGE
         np.save(work / "item_modality.npy", modality)
+        new_meta = None
+        if config.new_items > 0:
+            item_is_new = np.concatenate([[False], is_new[final_items]])
+            np.save(work / "item_is_new.npy", item_is_new)
+            last_items = item_index[items][np.cumsum(np.bincount(seq_users)) - 1]
+            new_meta = {
+                "fraction": config.new_items,
+                "items": int(item_is_new.sum()),
+                "test_users": int(item_is_new[last_items].sum()),
+                "indices": np.flatnonzero(item_is_new).tolist(),
+                "rule": _NEW_ITEM_RULE,
+            }
         _save_jsonl(
             work / "users.jsonl", [{"index": i, "id": user_ids[u]} for i, u in enumerate(final_users)]
         )
@@ -358,6 +385,7 @@ def prepare(
             "source": {**(source or {}), "files": [_fingerprint(f) for f in raw.files]},
             "split": "leave-one-out: train s[:-2], valid target s[-2], test target s[-1]",
             "tie_rule": _TIE_RULES[config.tie_break],
+            "new_items": new_meta,
             "tokenizer": tokenizer_meta,
             "images": image_meta,
             "features": feature_meta,
@@ -380,6 +408,26 @@ _TIE_RULES = {
     "file_order": "same-timestamp interactions of a user keep their file order (the row read first first)",
     "item_id": "same-timestamp interactions of a user are ordered by item id (numeric if all ids are)",
 }
+
+
+_NEW_ITEM_RULE = (
+    "the items first seen latest (earliest interaction after k-core; ties by item id) are new: no "
+    "interaction with them in training or validation, only as a user's last item (test target)"
+)
+
+
+def _apply_new_items(users, items, stamps, item_ids, config, report):
+    """Step 6: mark the new items (bool over raw item codes) and drop their interactions, except each
+    user's last; returns the remaining ``users, items, stamps`` and the mask (``data.new_items``)."""
+    is_new = new_items.mark_new_items(items, stamps, _natural_rank(item_ids), len(item_ids), config.new_items)
+    removal = new_items.remove_new_item_interactions(users, items, is_new)
+    report.add("new_item", int(is_new.sum()), example=_first_id(item_ids, is_new))
+    report.add("new_item_interaction", removal.removed_interactions)
+    report.add("new_item_short_user", len(removal.short_users))
+    report.add("new_item_user_interaction", removal.short_user_interactions)
+    report.add("new_item_test_user", removal.new_target_users)
+    keep = removal.keep
+    return users[keep], items[keep], stamps[keep], is_new
 
 
 def _first_id(ids: list[str], mask: np.ndarray) -> str | None:

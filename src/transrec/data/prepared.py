@@ -15,6 +15,9 @@ Directory format (``FORMAT_VERSION`` 1; see docs/data_format.md):
     images.bin + image_offsets.npy, or images.npy   (see transrec.data.image_store)
     features/item.<name>.npy, features/user.<name>.npy   int32 category indices (0 = missing);
                          [n] for single-valued features, [n, width] right-padded for multi-valued ones
+    item_is_new.npy      bool [n_items + 1], only when prepared with ``new_items`` > 0: the new items
+                         (``transrec.data.new_items``), which occur only as users' last items (test
+                         targets); meta.json's ``new_items`` has their count, indices and test users
 
 Leave-one-out split (implied by the sequences, never stored twice): for user u with sequence s,
 training uses s[:-2], validation predicts s[-2] from s[:-2], test predicts s[-1] from s[:-1].
@@ -163,6 +166,15 @@ class PreparedDataset:
             known = sorted(self.meta.get("features", {}).get(side, {}))
             raise DataError(f"no {side} feature {name!r} in {self.path}; known: {', '.join(known) or 'none'}")
         return np.load(file)
+
+    @cached_property
+    def item_is_new(self) -> np.ndarray:
+        """bool ``[n_items + 1]``: items marked new by the new-item protocol (``PrepareConfig.new_items``);
+        all False when the dataset was prepared without it."""
+        file = self.path / "item_is_new.npy"
+        if file.is_file():
+            return np.load(file)
+        return np.zeros(self.n_items + 1, dtype=bool)
 
     @property
     def report(self) -> dict[str, Any]:
