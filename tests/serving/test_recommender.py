@@ -1,0 +1,250 @@
+"""Recommender: answers equal evaluation's full ranking; histories with new content; the popular fallback;
+truncation; exclusion; adding and removing items (visible at once, persisted, atomic); bad input; threads."""
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from tests.serving.exports import build_checkpoint, build_export
+from transrec.data.item_content import ItemContent
+from transrec.data.synthetic import SyntheticWorldConfig, make_world
+from transrec.evaluation.model_eval import item_table, user_vectors
+from transrec.evaluation.protocol import stage_histories
+from transrec.models.recommender import SequentialRecommender
+from transrec.serving import (
+    DuplicateItemError,
+    InvalidRequestError,
+    Recommender,
+    UnknownItemError,
+)
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory):
+    root = tmp_path_factory.mktemp("serving")
+    return {kind: build_export(root, kind) for kind in ("text", "mom", "id", "bert4rec")}
+
+
+@pytest.fixture
+def writable(exports, tmp_path):
+    """A copy of an export that a test may add items to."""
+
+    def copy(kind):
+        return shutil.copytree(exports[kind].directory, tmp_path / f"{kind}-copy")
+
+    return copy
+
+
+def full_ranking_top_k(checkpoint, dataset, histories, k):
+    """The top k by the model's full ranking over the catalogue with the history excluded (what
+    ``transrec evaluate`` ranks by), as raw ids, computed without serving code."""
+    model = SequentialRecommender.from_pretrained(checkpoint).eval()
+    encoder = model.item_encoder
+    table = item_table(model, ItemContent(dataset, text=encoder.needs_text, image=encoder.needs_image))
+    with torch.no_grad():
+        users = user_vectors(model, table, histories, np.zeros(len(histories), dtype=np.int64))
+    scores = users @ table.T
+    scores[:, 0] = -torch.inf
+    for row, history in enumerate(histories):
+        scores[row, torch.tensor(history, dtype=torch.long)] = -torch.inf
+    values, top = scores.topk(k, dim=1)
+    return [[dataset.item_ids[i] for i in row] for row in top.tolist()], values
+
+
+@pytest.mark.parametrize("kind", ["text", "mom", "id", "bert4rec"])
+def test_recommend_equals_the_evaluation_full_ranking_of_every_test_history(exports, kind):
+    built = exports[kind]
+    data = built.dataset
+    histories, _ = stage_histories(data, "test")
+    expected, expected_scores = full_ranking_top_k(built.checkpoint, data, histories, k=5)
+    rec = Recommender.load(built.directory)
+    answers = rec.recommend_many([[data.item_ids[i] for i in h] for h in histories], k=5)
+    assert [a.items for a in answers] == expected
+    got = torch.tensor([a.scores for a in answers])
+    assert torch.allclose(got, expected_scores, atol=1e-5)
+    assert any(len(h) > rec.max_len for h in histories)  # truncated histories are compared too
+    one = rec.recommend([data.item_ids[i] for i in histories[3]], k=5)
+    assert one.items == expected[3]
+
+
+def test_a_content_record_scores_like_the_catalogue_item_with_that_content(exports):
+    built = exports["text"]
+    data, rec = built.dataset, Recommender.load(built.directory)
+    a, b = data.item_ids[1], data.item_ids[2]
+    by_id = rec.recommend([a, b], k=8, exclude_seen=False)
+    mixed = rec.recommend([a, {"text": "  " + data.item_texts[2].upper() + " "}], k=8, exclude_seen=False)
+    assert mixed.items == by_id.items
+    assert np.allclose(mixed.scores, by_id.scores, atol=1e-5)
+    assert mixed.used_history == 2 and not mixed.popular
+    other = rec.recommend([a, {"text": "an unrelated text about nothing"}], k=8, exclude_seen=False)
+    assert not np.allclose(other.scores, by_id.scores, atol=1e-3)
+
+
+def test_an_image_record_is_preprocessed_like_the_prepared_images(exports):
+    """The raw image bytes of an image-only item, sent as a record, give the item's stored vector: decoding,
+    resizing and the JPEG round trip of the prepared store are reproduced."""
+    built = exports["mom"]
+    data, rec = built.dataset, Recommender.load(built.directory)
+    raw = make_world(SyntheticWorldConfig.tiny(seed=0)).source.items
+    image_only = next(i for i in range(1, data.n_items + 1) if data.item_modality[i] == 2)
+    source = raw.images[raw.ids.index(data.item_ids[image_only])].read_bytes()
+    first = data.item_ids[1]
+    by_id = rec.recommend([first, data.item_ids[image_only]], k=6, exclude_seen=False)
+    mixed = rec.recommend([first, {"image": source, "text": None}], k=6, exclude_seen=False)
+    assert mixed.items == by_id.items
+    assert np.allclose(mixed.scores, by_id.scores, atol=1e-5)
+
+
+def test_an_empty_history_gets_the_most_popular_training_items_flagged(exports):
+    built = exports["text"]
+    data = built.dataset
+    counts = np.zeros(data.n_items + 1, dtype=np.int64)
+    for user in range(data.n_users):
+        np.add.at(counts, data.sequence(user)[:-2], 1)  # training items only: s[:-2]
+    order = sorted(range(1, data.n_items + 1), key=lambda i: (-counts[i], i))[:4]
+    answer = Recommender.load(built.directory).recommend([], k=4)
+    assert answer.popular and answer.used_history == 0
+    assert answer.items == [data.item_ids[i] for i in order]
+    assert answer.scores == [float(counts[i]) for i in order]
+
+
+@pytest.mark.parametrize("kind", ["text", "bert4rec"])
+def test_an_over_long_history_uses_the_most_recent_items_and_says_how_many_were_dropped(exports, kind):
+    built = exports[kind]
+    data, rec = built.dataset, Recommender.load(built.directory)
+    history = list(data.item_ids[1:10])
+    answer = rec.recommend(history, k=5, exclude_seen=False)
+    assert rec.max_len == (3 if kind == "bert4rec" else 4)
+    assert (answer.used_history, answer.truncated) == (rec.max_len, len(history) - rec.max_len)
+    recent = rec.recommend(history[-rec.max_len :], k=5, exclude_seen=False)
+    assert recent.items == answer.items and recent.truncated == 0
+
+
+def test_exclude_seen_removes_exactly_the_history(exports):
+    built = exports["text"]
+    data, rec = built.dataset, Recommender.load(built.directory)
+    history = [data.item_ids[3], data.item_ids[5], data.item_ids[3]]
+    everything = rec.recommend(history, k=1000, exclude_seen=False)
+    assert sorted(everything.items) == sorted(data.item_ids[1:])
+    unseen = rec.recommend(history, k=1000)
+    assert unseen.items == [i for i in everything.items if i not in history]
+    named = rec.recommend([data.item_ids[3], {"id": data.item_ids[7], "text": "whatever"}], k=1000)
+    assert data.item_ids[7] not in named.items and data.item_ids[3] not in named.items
+
+
+def test_unknown_ids_are_all_listed_and_k_is_checked(exports):
+    built = exports["text"]
+    rec = Recommender.load(built.directory)
+    known = built.dataset.item_ids[1]
+    with pytest.raises(UnknownItemError) as err:
+        rec.recommend_many([["nope-1", known], [known, "nope-2", "nope-1"]])
+    assert err.value.ids == ["nope-1", "nope-2"]
+    assert "nope-1" in str(err.value) and "nope-2" in str(err.value)
+    for k in (0, 1001, True, 2.5, "3"):
+        with pytest.raises(InvalidRequestError, match="k must be"):
+            rec.recommend([known], k=k)
+    with pytest.raises(InvalidRequestError):
+        rec.recommend(known)  # a bare string is not a history
+    with pytest.raises(UnknownItemError):
+        rec.similar_items("nope-3")
+
+
+def test_similar_items_ranks_by_item_vector_without_the_item(exports):
+    built = exports["text"]
+    rec = Recommender.load(built.directory)
+    vectors = rec._bundle.vectors
+    answer = rec.similar_items(built.dataset.item_ids[4], k=3)
+    scores = vectors @ vectors[4]
+    scores[0] = scores[4] = -torch.inf
+    assert answer.items == [built.dataset.item_ids[i] for i in scores.topk(3).indices.tolist()]
+
+
+def test_added_items_are_recommended_at_once_and_after_a_reload(exports, writable):
+    directory = writable("text")
+    data = exports["text"].dataset
+    rec = Recommender.load(directory)
+    history = [data.item_ids[1], data.item_ids[2], data.item_ids[3]]
+    top = rec.recommend(history, k=1).items[0]
+    text = rec.item(top)["text"]
+    assert rec.add_items([{"id": "brand-new", "text": text, "image": None}]) == ["brand-new"]
+    # The "Done when" example: same content as the top item -> the same vector, ranked right after it
+    # (ties go to the smaller internal id: the catalogue item).
+    answer = rec.recommend(history, k=3)
+    assert answer.items[:2] == [top, "brand-new"] and answer.scores[0] == pytest.approx(answer.scores[1])
+    assert rec.item("brand-new") == {"id": "brand-new", "text": text, "modality": "text", "added": True}
+    assert rec.catalogue_size == data.n_items + 1
+    reloaded = Recommender.load(directory)
+    assert reloaded.recommend(history, k=3).items == answer.items
+    assert reloaded.metadata()["counts"] == {
+        "exported": data.n_items,
+        "added": 1,
+        "removed": 0,
+        "catalogue": data.n_items + 1,
+    }
+
+
+def test_add_then_remove_and_removing_a_catalogue_item_persist(exports, writable):
+    directory = writable("text")
+    data = exports["text"].dataset
+    rec = Recommender.load(directory)
+    rec.add_items([{"id": "n1", "text": "red shoes"}, {"id": "n2", "text": "blue shoes"}])
+    rec.remove_items(["n1", data.item_ids[2]])
+    everything = rec.recommend([data.item_ids[1]], k=1000, exclude_seen=False).items
+    assert "n1" not in everything and data.item_ids[2] not in everything and "n2" in everything
+    for gone in ("n1", data.item_ids[2]):
+        with pytest.raises(UnknownItemError):
+            rec.item(gone)
+    with pytest.raises(UnknownItemError) as err:
+        rec.remove_items(["n2", "n1", "never"])  # nothing is removed when one id is unknown
+    assert err.value.ids == ["n1", "never"] and rec.item("n2")["added"]
+    reloaded = Recommender.load(directory)
+    assert reloaded.recommend([data.item_ids[1]], k=1000, exclude_seen=False).items == everything
+    assert reloaded.metadata()["counts"]["removed"] == 1 and reloaded.metadata()["counts"]["added"] == 1
+
+
+def test_a_duplicate_id_is_refused_unless_replace(exports, writable):
+    directory = writable("text")
+    data = exports["text"].dataset
+    rec = Recommender.load(directory)
+    rec.add_items([{"id": "n1", "text": "red shoes"}])
+    with pytest.raises(DuplicateItemError) as err:
+        rec.add_items(
+            [{"id": "n2", "text": "x"}, {"id": "n1", "text": "y"}, {"id": data.item_ids[1], "text": "z"}]
+        )
+    assert err.value.ids == ["n1", data.item_ids[1]]
+    with pytest.raises(UnknownItemError):
+        rec.item("n2")  # the whole call was refused
+    with pytest.raises(DuplicateItemError, match="repeated"):
+        rec.add_items([{"id": "n3", "text": "x"}, {"id": "n3", "text": "y"}])
+    rec.add_items(
+        [{"id": "n1", "text": "green hat"}, {"id": data.item_ids[1], "text": "a new text"}], replace=True
+    )
+    assert rec.item("n1")["text"] == "green hat"
+    assert rec.item(data.item_ids[1]) == {
+        "id": data.item_ids[1],
+        "text": "a new text",
+        "modality": "text",
+        "added": True,
+    }
+    assert rec.catalogue_size == data.n_items + 1
+    assert Recommender.load(directory).item("n1")["text"] == "green hat"
+
+
+def test_an_id_model_cannot_add_items_by_content(exports, writable):
+    from transrec.serving import ContentError
+
+    rec = Recommender.load(writable("id"))
+    with pytest.raises(ContentError) as err:
+        rec.add_items([{"id": "n1", "text": "red shoes"}])
+    assert err.value.reason == "unsupported_modality"
+    assert rec.recommend([exports["id"].dataset.item_ids[1]], k=3).items  # still serves its catalogue
+
+
+def test_checkpoint_helper_is_deterministic(tmp_path, exports):
+    # The fixture's random models are seeded: two builds hold the same weights (export byte identity
+    # relies on it).
+    a = build_checkpoint(tmp_path / "a", exports["text"].dataset, "text")
+    b = build_checkpoint(tmp_path / "b", exports["text"].dataset, "text")
+    assert (a / "model.safetensors").read_bytes() == (b / "model.safetensors").read_bytes()
