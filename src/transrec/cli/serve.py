@@ -1,0 +1,108 @@
+"""``transrec serve DIR``: the HTTP service over an export (``transrec export``), on uvicorn.
+
+    transrec serve exports/ml100k --port 8000 --index faiss-hnsw
+    curl -s localhost:8000/recommend -H 'content-type: application/json' -d '{"history": ["242"], "k": 5}'
+
+The export is loaded (and its checksums verified) before the server starts: a missing or broken export,
+or a port that is taken, is a one-line error (exit 2). The URL is logged once the socket listens; Ctrl-C
+(or SIGTERM) stops the server after the requests in flight and exits 0. One process serves: items added
+through ``POST /items`` live in that process's catalogue (and in the export directory), so the command
+offers no ``--workers``, which would give each worker a catalogue of its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import signal
+import threading
+from collections.abc import Iterator
+
+logger = logging.getLogger(__name__)
+
+INDEX_KINDS = ("exact", "faiss-flat", "faiss-hnsw")
+
+
+def add_parser(commands) -> None:
+    serve = commands.add_parser(
+        "serve",
+        help="the HTTP service over an export: recommend, add items from their content (FastAPI, uvicorn)",
+        description="Serve an export written by `transrec export` over HTTP; API docs at /docs.",
+    )
+    serve.add_argument("export_dir", metavar="DIR", help="an export directory (transrec export --out)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free port)")
+    serve.add_argument(
+        "--index", choices=INDEX_KINDS, default="exact", help="retrieval index (faiss-*: the [serving] extra)"
+    )
+    limits = serve.add_argument_group("limits (a request over one is refused with 4xx)")
+    limits.add_argument("--max-k", type=int, default=1000, help="largest k (default 1000)")
+    limits.add_argument("--max-batch", type=int, default=256, help="histories per /recommend/batch (256)")
+    limits.add_argument("--max-text-chars", type=int, default=10_000, help="an item's text (10,000)")
+    limits.add_argument("--max-image-bytes", type=int, default=5 * 1024 * 1024, help="one image (5 MiB)")
+    limits.add_argument(
+        "--max-image-pixels", type=int, default=40_000_000, help="width x height of an image (40 million)"
+    )
+    limits.add_argument(
+        "--max-body-bytes", type=int, help="a request body (default: one base64 image at the limit + 1 MiB)"
+    )
+    serve.add_argument("--access-log", action="store_true", help="log one line per request")
+    serve.add_argument("--quiet", action="store_true", help="only warnings and errors")
+    serve.set_defaults(run=run_serve)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from transrec.serving import Recommender
+    from transrec.serving.app import HttpLimits, create_app
+    from transrec.serving.content import ContentLimits
+    from transrec.serving.server import listen, url_of, uvicorn_server
+    from transrec.utils.packages import import_optional
+
+    # Every refusal before the server starts, so that none of them is a traceback from inside uvicorn.
+    import_optional("fastapi", "transrec serve", also=("uvicorn", "multipart"))
+    import_optional("uvicorn", "transrec serve", also=("fastapi", "multipart"))
+    import_optional("multipart", "transrec serve (image uploads)", also=("fastapi", "uvicorn"))
+    content = ContentLimits(
+        max_text_chars=args.max_text_chars,
+        max_image_bytes=args.max_image_bytes,
+        max_image_pixels=args.max_image_pixels,
+    )
+    limits = HttpLimits(max_k=args.max_k, max_batch=args.max_batch, max_body_bytes=args.max_body_bytes)
+    recommender = Recommender.load(args.export_dir, index=args.index, limits=content)
+    app = create_app(recommender, limits)
+    sock = listen(args.host, args.port)
+    server = uvicorn_server(app, log_level="warning" if args.quiet else "info", access_log=args.access_log)
+    url = url_of(sock)
+    logger.info(
+        "serving %s (%d items, %s index) at %s; API docs at %s/docs; Ctrl-C stops",
+        args.export_dir, recommender.catalogue_size, args.index, url, url,
+    )  # fmt: skip
+    with _sigterm_as_interrupt():
+        try:
+            server.run(sockets=[sock])
+        except KeyboardInterrupt:
+            # uvicorn shut down gracefully on the signal, then raised it again for the caller: done.
+            pass
+        finally:
+            sock.close()
+    logger.info("stopped")
+    return 0
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM ends the command as Ctrl-C does (uvicorn stops gracefully on both, then raises the signal
+    again; SIGTERM's default would kill the process without a clean exit status)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

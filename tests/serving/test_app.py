@@ -1,0 +1,279 @@
+"""The HTTP service in process (FastAPI's test client; issue 11, items 4 and 5): each endpoint against the
+Python API it serves, every bad input refused with its 4xx and the state unchanged, a new item that is
+recommended from the next request on, and the generated API docs.
+
+The test client re-raises any exception that reaches the server's error handler, so a bad input that
+would have become a 500 fails its test here."""
+
+from __future__ import annotations
+
+import builtins
+import io
+import os
+import urllib.request
+
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("multipart")
+from fastapi.testclient import TestClient
+
+from transrec.serving.app import create_app
+
+from .exports import build_export
+from .http_cases import (
+    HTTP_LIMITS,
+    IMAGE_CASES,
+    TEXT_CASES,
+    b64,
+    bad_inputs,
+    check_refusal,
+    fingerprint,
+    load,
+    png,
+)
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory):
+    """The text and mom exports of the tiny synthetic world, built once for the module (read only)."""
+    root = tmp_path_factory.mktemp("exports")
+    return {kind: build_export(root, kind) for kind in ("text", "mom")}
+
+
+@pytest.fixture(scope="module")
+def shared(exports):
+    """A client over the text export, for tests that must not change it (the bad inputs)."""
+    export = exports["text"]
+    recommender = load(export.directory)
+    with TestClient(create_app(recommender, HTTP_LIMITS)) as client:
+        yield client, recommender, export.directory
+
+
+@pytest.fixture
+def fresh(exports, tmp_path):
+    """A client over a fresh copy of an export (``fresh("mom")``), for tests that add or remove items."""
+    clients = []
+
+    def make(kind: str = "text"):
+        recommender = load(exports[kind].directory, copy_to=tmp_path / kind)
+        client = TestClient(create_app(recommender, HTTP_LIMITS))
+        clients.append(client)
+        return client, recommender, tmp_path / kind
+
+    yield make
+    for client in clients:
+        client.close()
+
+
+def catalogue(recommender) -> list[str]:
+    return recommender.recommend([], k=recommender.catalogue_size).items  # every item, most popular first
+
+
+@pytest.fixture
+def nothing_opened(monkeypatch):
+    """Fails the test if anything opens a path or a URL that a request named (``/etc/passwd``, a URL):
+    ``open``, ``os.open``, ``urlopen`` and Pillow's ``Image.open`` of a name are recorded. Yields the list."""
+    from PIL import Image
+
+    opened: list[str] = []
+    suspicious = ("passwd", "http:", "file:", "cover.png")
+
+    def watch(name, real):
+        def watched(target, *args, **kwargs):
+            text = target if isinstance(target, str) else getattr(target, "full_url", str(target))
+            if any(s in str(text) for s in suspicious):
+                opened.append(f"{name}({text!r})")
+                raise PermissionError(f"the test forbids {name}({text!r})")
+            return real(target, *args, **kwargs)
+
+        return watched
+
+    monkeypatch.setattr(builtins, "open", watch("open", builtins.open))
+    monkeypatch.setattr(io, "open", watch("io.open", io.open))
+    monkeypatch.setattr(os, "open", watch("os.open", os.open))
+    monkeypatch.setattr(urllib.request, "urlopen", watch("urlopen", urllib.request.urlopen))
+    monkeypatch.setattr(Image, "open", watch("Image.open", Image.open))
+    yield opened
+    assert opened == [], f"a request made the service open {opened}"
+
+
+# -- every bad input: its 4xx, and nothing changed ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", TEXT_CASES)
+def test_a_bad_input_is_refused_with_its_status_and_changes_nothing(shared, name, nothing_opened):
+    client, recommender, directory = shared
+    known = catalogue(recommender)
+    case = bad_inputs(known, reads_image=False)[name]
+    before = fingerprint(client, directory, known[:3])
+    check_refusal(client.request(**case.request), case)
+    assert fingerprint(client, directory, known[:3]) == before
+
+
+@pytest.mark.parametrize("name", IMAGE_CASES)
+def test_a_bad_image_is_refused_with_its_status_and_changes_nothing(fresh, name, nothing_opened):
+    client, recommender, directory = fresh("mom")
+    known = catalogue(recommender)
+    case = bad_inputs(known, reads_image=True)[name]
+    before = fingerprint(client, directory, known[:3])
+    check_refusal(client.request(**case.request), case)
+    assert fingerprint(client, directory, known[:3]) == before
+
+
+def test_an_over_long_history_uses_the_most_recent_and_says_so(shared):
+    client, recommender, _ = shared
+    known = catalogue(recommender)
+    history = known[: recommender.max_len + 3]
+    answer = client.post("/recommend", json={"history": history, "k": 5})
+    assert answer.status_code == 200
+    body = answer.json()
+    assert (body["used_history"], body["truncated"]) == (recommender.max_len, 3)
+    assert body["note"] == (
+        f"the 3 oldest of {len(history)} history items were dropped: the model reads the most recent "
+        f"{recommender.max_len}"
+    )
+    # what was used is the most recent max_len: the same answer as for those alone, but for exclusion
+    recent = client.post("/recommend", json={"history": history, "k": 5, "exclude_seen": False}).json()
+    alone = client.post("/recommend", json={"history": history[3:], "k": 5, "exclude_seen": False}).json()
+    assert recent["items"] == alone["items"]
+
+
+# -- the endpoints, against the Python API -----------------------------------------------------------------
+
+
+def test_recommend_answers_what_the_python_api_answers(shared):
+    client, recommender, _ = shared
+    known = catalogue(recommender)
+    history = [known[4], known[1], {"text": "a brand new item"}]
+    answer = client.post("/recommend", json={"history": history, "k": 6})
+    assert answer.status_code == 200
+    expected = recommender.recommend(history, k=6)
+    body = answer.json()
+    assert body["items"] == expected.items and body["scores"] == pytest.approx(expected.scores)
+    assert body["popular"] is False and body["note"] is None and len(body["items"]) == 6
+    assert not {known[4], known[1]} & set(body["items"])  # exclude_seen by default
+    kept = client.post("/recommend", json={"history": history, "k": 6, "exclude_seen": False}).json()
+    assert kept["items"] == recommender.recommend(history, k=6, exclude_seen=False).items
+
+
+def test_an_empty_history_gets_the_popular_items_flagged(shared):
+    client, recommender, _ = shared
+    body = client.post("/recommend", json={"history": [], "k": 3}).json()
+    assert body["popular"] is True and body["items"] == recommender.recommend([], k=3).items
+    assert "most popular" in body["note"]
+    assert client.post("/recommend", json={}).json() == client.post("/recommend", json={"history": []}).json()
+
+
+def test_a_batch_answers_each_history_in_order(shared):
+    client, recommender, _ = shared
+    known = catalogue(recommender)
+    histories = [[known[0], known[2]], [], [{"text": "something new"}, known[5]]]
+    answer = client.post("/recommend/batch", json={"histories": histories, "k": 4})
+    assert answer.status_code == 200
+    results = answer.json()["results"]
+    assert [r["items"] for r in results] == [recommender.recommend(h, k=4).items for h in histories]
+    assert [r["popular"] for r in results] == [False, True, False]
+
+
+def test_similar_items_item_health_and_metadata(shared):
+    client, recommender, _ = shared
+    known = catalogue(recommender)
+    similar = client.get(f"/similar/{known[0]}", params={"k": 4}).json()
+    assert (
+        similar["items"] == recommender.similar_items(known[0], k=4).items
+        and known[0] not in similar["items"]
+    )
+    assert client.get(f"/items/{known[0]}").json() == recommender.item(known[0])
+    assert client.get("/health").json() == {"status": "ok", "catalogue": recommender.catalogue_size}
+    meta = client.get("/metadata").json()
+    assert (
+        meta["model"]["user_encoder"] == "sasrec"
+        and meta["counts"]["catalogue"] == recommender.catalogue_size
+    )
+    assert meta["versions"]["transrec"] and meta["dataset"]["name"]
+    assert meta["limits"]["max_k"] == 1000 and meta["limits"]["max_text_chars"] == 200
+
+
+def test_the_api_docs_describe_every_endpoint(shared):
+    client, _, _ = shared
+    spec = client.get("/openapi.json").json()
+    assert spec["info"]["title"] == "transrec" and spec["info"]["version"]
+    operations = {(m.upper(), p): op for p, ops in spec["paths"].items() for m, op in ops.items()}
+    assert set(operations) == {
+        ("POST", "/recommend"), ("POST", "/recommend/batch"), ("GET", "/similar/{item_id}"),
+        ("POST", "/items"), ("GET", "/items/{item_id}"), ("DELETE", "/items/{item_id}"),
+        ("GET", "/health"), ("GET", "/metadata"),
+    }  # fmt: skip
+    for key, op in operations.items():
+        assert op.get("summary") and len(op.get("description", "")) > 30, key
+    bodies = operations[("POST", "/items")]["requestBody"]["content"]
+    assert set(bodies) == {"application/json", "multipart/form-data"}
+    k = spec["components"]["schemas"]["RecommendRequest"]["properties"]["k"]
+    assert (k["minimum"], k["maximum"]) == (1, 1000)
+    assert client.get("/docs").status_code == 200
+
+
+def test_unknown_routes_and_methods_answer_json(shared):
+    client, _, _ = shared
+    missing = client.get("/nowhere")
+    assert missing.status_code == 404 and missing.json()["error"] == "not_found"
+    wrong = client.put("/recommend", json={})
+    assert wrong.status_code == 405 and wrong.json()["error"] == "method_not_allowed"
+
+
+# -- adding and removing items ---------------------------------------------------------------------------
+
+
+def test_a_new_item_with_the_top_items_content_ranks_right_next_to_it(fresh):
+    # Issue 11's "Done when": identical content -> identical vector -> identical score, so the new item
+    # comes right after the item it copies (ties go to the older item).
+    client, recommender, _ = fresh("text")
+    history = catalogue(recommender)[:3]
+    top = client.post("/recommend", json={"history": history, "k": 5}).json()
+    copied = client.get(f"/items/{top['items'][0]}").json()
+    added = client.post("/items", json={"id": "twin", "text": copied["text"]})
+    assert added.status_code == 201
+    assert added.json() == {"id": "twin", "text": copied["text"], "modality": "text", "added": True}
+    after = client.post("/recommend", json={"history": history, "k": 5}).json()
+    assert after["items"][:2] == [top["items"][0], "twin"]
+    assert after["scores"][1] == pytest.approx(after["scores"][0], abs=1e-5)
+    assert after["items"][2:] == top["items"][1:4]  # everything else moved down by one
+
+
+def test_replace_true_replaces_and_delete_removes(fresh):
+    client, recommender, directory = fresh("text")
+    known = catalogue(recommender)
+    size = recommender.catalogue_size
+    assert client.post("/items", json={"id": known[0], "text": "a new text"}).status_code == 409
+    replaced = client.post("/items", params={"replace": "true"}, json={"id": known[0], "text": "a new text"})
+    assert replaced.status_code == 201 and replaced.json()["text"] == "a new text"
+    assert client.get("/health").json()["catalogue"] == size
+    removed = client.delete(f"/items/{known[1]}")
+    assert removed.status_code == 200 and removed.json() == {"removed": known[1], "catalogue": size - 1}
+    assert client.get(f"/items/{known[1]}").status_code == 404
+    everything = client.post("/recommend", json={"history": [known[2]], "k": 1000}).json()["items"]
+    assert known[1] not in everything and len(everything) == size - 2  # all but the removed and the seen
+    # persisted: a recommender loaded afresh from the directory has the change
+    again = load(directory)
+    assert again.item(known[0])["text"] == "a new text" and again.catalogue_size == size - 1
+
+
+def test_an_item_added_from_a_form_with_an_uploaded_image(fresh):
+    client, recommender, _ = fresh("mom")
+    size = recommender.catalogue_size
+    image = client.post("/items", data={"id": "poster"}, files={"image": ("p.png", png(), "image/png")})
+    assert image.status_code == 201, image.text
+    assert image.json()["modality"] == "image" and image.json()["added"] is True
+    text = client.post("/items", files={"id": (None, "title"), "text": (None, "a plain title")})
+    assert text.status_code == 201 and text.json()["modality"] == "text"
+    as_json = client.post("/items", json={"id": "poster-2", "image": b64(png(colour=(1, 2, 3)))})
+    assert as_json.status_code == 201 and as_json.json()["modality"] == "image"
+    assert client.get("/health").json()["catalogue"] == size + 3
+    # an image in a history reads as the same image added to the catalogue: the same user, the same answer
+    history = [{"image": b64(png())}]
+    record = client.post("/recommend", json={"history": history, "k": 4, "exclude_seen": False}).json()
+    poster = client.post("/recommend", json={"history": ["poster"], "k": 4, "exclude_seen": False}).json()
+    assert record["items"] == poster["items"] and record["scores"] == pytest.approx(
+        poster["scores"], abs=1e-5
+    )
