@@ -1,12 +1,14 @@
 """Training batches: per-user windows over the training split, sampled negatives, unique-item batches.
 
-``SequenceTrainingData`` yields one left-padded window per user (only training interactions ``s[:-2]``),
-``CollateSequences`` turns a list of windows into a batch whose distinct items are listed once
-(``unique_items``) with inverse maps for every slot, so each item's content is loaded and encoded once.
+``SequenceTrainingData`` yields left-padded windows of each user's training interactions ``s[:-2]``:
+the most recent one (``windows="last"``, the papers') or every window along the sequence at a stride
+(``windows="all"``, optionally sampled per epoch); ``CollateSequences`` turns a list of windows into a
+batch whose distinct items are listed once (``unique_items``) with inverse maps for every slot, so each
+item's content is loaded and encoded once.
 
-Everything random (shuffling, negatives, masks) is a pure function of ``(seed, epoch, user)``: a run
-resumed at epoch e draws exactly what an uninterrupted run draws at epoch e, whatever the number of
-DataLoader workers.
+Everything random (shuffling, window sampling, negatives, masks) is a pure function of
+``(seed, epoch, user)``: a run resumed at epoch e draws exactly what an uninterrupted run draws at epoch
+e, whatever the number of DataLoader workers.
 
     data = SequenceTrainingData(dataset, max_len=50, mode="s2s", n_negatives=1, content=None, seed=0)
     for batch in make_loader(data, batch_size=64, shuffle=True, num_workers=2, epoch=epoch): ...
@@ -14,7 +16,7 @@ DataLoader workers.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -27,11 +29,12 @@ from transrec.training import reference
 
 Mode = Literal["s2s", "s2o", "masked", "cpc"]
 MODES = ("s2s", "s2o", "masked", "cpc")
+Windows = Literal["last", "all"]
 #: The item slots of an example; a batch lists the distinct items of those present once.
 SLOTS = ("inputs", "targets", "negatives", "positives")
 
 # Separate random streams so that, e.g., changing the user fraction never changes the negatives.
-_SUBSET, _EXAMPLE, _SHUFFLE = 0, 1, 2
+_SUBSET, _EXAMPLE, _SHUFFLE, _WINDOWS = 0, 1, 2, 3
 
 
 def sample_uniform_excluding(
@@ -74,7 +77,8 @@ def training_item_counts(dataset: PreparedDataset) -> np.ndarray:
 
 
 class SequenceTrainingData(Dataset):
-    """One training window per user, a torch ``Dataset`` of dicts of numpy arrays (see ``__getitem__``).
+    """Training windows over users' training sequences, a torch ``Dataset`` of dicts of numpy arrays (see
+    ``__getitem__``): one per user (``windows="last"``) or several (``windows="all"``).
 
     Args:
         dataset: the prepared dataset; only each user's training interactions ``s[:-2]`` are read.
@@ -91,8 +95,21 @@ class SequenceTrainingData(Dataset):
         user_fraction: keep this fraction of the users (TransRec 4.3 data scaling). The subset is a
             prefix of one seeded permutation, so a smaller fraction is contained in a larger one.
         positives: l, the positives per user in cpc mode (TransRec: 5).
+        windows: ``last``: each user's most recent window only (the papers'). ``all``: with W the window
+            width (``max_len + 1``, or ``max_len`` in masked mode) and n the user's training items, the
+            windows of W consecutive items ending at n, n - S, n - 2S, ... down to the first that starts
+            at the first item (shorter, left-padded, when S does not divide n - W), so
+            ``1 + ceil(max(0, n - W) / S)`` windows; a user with n <= W has one, the ``last`` window.
+            Not for cpc mode (one user vector per user, TransRec eq. 10).
+        window_stride: S (None: ``max(1, max_len // 2)``); at most ``max_len``, so that every training
+            target is in some window.
+        windows_per_user: with ``all``, at most this many windows per user and epoch (None: all): the
+            most recent one and the others drawn uniformly without replacement, seeded by
+            ``(seed, epoch, user)``. The number per user is fixed, so ``len()`` is the same every epoch.
 
     Users with fewer than 2 training interactions have no window (no input/target pair) and are skipped.
+    The kept users (``users``) come first (``user_fraction``), then their windows; ``len()`` is the
+    number of windows, which a sampler (DDP) and the batch count read.
     """
 
     def __init__(
@@ -106,9 +123,21 @@ class SequenceTrainingData(Dataset):
         mask_prob: float = 0.2,
         user_fraction: float = 1.0,
         positives: int = 5,
+        windows: Windows = "last",
+        window_stride: int | None = None,
+        windows_per_user: int | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if windows not in get_args(Windows):
+            raise ValueError(f"windows must be one of {get_args(Windows)}, got {windows!r}")
+        if windows == "all" and mode == "cpc":
+            raise ValueError("cpc mode reads one window per user (TransRec eq. 10): use windows='last'")
+        stride = max(1, max_len // 2) if window_stride is None else window_stride
+        if not 1 <= stride <= max_len:
+            raise ValueError(f"window_stride must be within 1..max_len={max_len}, got {stride}")
+        if windows_per_user is not None and windows_per_user < 1:
+            raise ValueError(f"windows_per_user must be at least 1 (None: all), got {windows_per_user}")
         if max_len < 1 or n_negatives < 0:
             raise ValueError("max_len must be >= 1 and n_negatives >= 0")
         if mode == "cpc" and positives < 1:
@@ -130,32 +159,65 @@ class SequenceTrainingData(Dataset):
             order = np.random.default_rng([seed, _SUBSET]).permutation(len(eligible))
             eligible = np.sort(eligible[order[:keep]])
         self.users = eligible
+        self.windows, self.window_stride, self.windows_per_user = windows, stride, windows_per_user
+        self.width = max_len if mode == "masked" else max_len + 1
+        self.user_windows = self._count_windows(self.train_ends[eligible] - self.starts[eligible])
+        cap = windows_per_user or int(self.user_windows.max(initial=1))
+        drawn = np.minimum(self.user_windows, cap)
+        #: ``window_offsets[i]:window_offsets[i + 1]`` are the dataset indices of ``users[i]``'s windows.
+        self.window_offsets = np.concatenate([[0], np.cumsum(drawn)]).astype(np.int64)
+
+    def _count_windows(self, n_train: np.ndarray) -> np.ndarray:
+        """Windows of each training length (int64, as ``n_train``): 1 with ``last``, see ``windows``."""
+        if self.windows == "last":
+            return np.ones(len(n_train), dtype=np.int64)
+        return 1 + -(-np.maximum(0, n_train - self.width) // self.window_stride)
+
+    def window_ends(self, index: int) -> tuple[int, int]:
+        """``(user, end)`` of dataset item ``index`` in this epoch: its window is the user's training
+        items ``[max(0, end - width), end)``, with ``end = n - j * window_stride`` for its window j."""
+        slot = int(np.searchsorted(self.window_offsets, index, side="right")) - 1
+        user = int(self.users[slot])
+        n_train = int(self.train_ends[user] - self.starts[user])
+        k = index - int(self.window_offsets[slot])
+        count = int(self.user_windows[slot])
+        drawn = int(self.window_offsets[slot + 1] - self.window_offsets[slot])
+        if drawn < count:  # the most recent window, and drawn - 1 of the others
+            rng = np.random.default_rng([self.seed, _WINDOWS, self.epoch, user])
+            chosen = np.concatenate([[0], 1 + np.sort(rng.choice(count - 1, drawn - 1, replace=False))])
+            k = int(chosen[k])
+        return user, n_train - k * self.window_stride
 
     def set_epoch(self, epoch: int) -> None:
         """Negatives and masks drawn after this are those of ``epoch`` (call before building a loader)."""
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
-        return len(self.users)
+        return int(self.window_offsets[-1])
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        """The window of the ``index``-th kept user.
+        """The ``index``-th window (with ``windows="last"``: the window of the ``index``-th kept user).
 
         Returns numpy arrays: ``user_id`` (int), ``inputs`` [L], ``targets`` [L] (0 = no loss),
         ``negatives`` [L, k] (0 wherever the target is 0), ``valid`` [L] bool (real positions, masked
         ones included), ``masked`` [L] bool, ``history`` (sorted distinct training items of the user).
         In masked mode the input at a masked position is 0, so an encoder that forgot the mask would
-        see a zero vector, never the answer. cpc mode: see ``_cpc_window``.
+        see a zero vector, never the answer. cpc mode: see ``_cpc_window``. Negatives avoid the whole
+        training sequence, not only the window.
         """
-        user = int(self.users[index])
+        if not 0 <= index < len(self):
+            raise IndexError(f"window {index} of {len(self)}")
+        user, end = self.window_ends(index)
         train = np.asarray(self.items[self.starts[user] : self.train_ends[user]], dtype=np.int64)
         history = np.unique(train)
-        rng = np.random.default_rng([self.seed, _EXAMPLE, self.epoch, user])
+        # The most recent window draws what the single window of windows="last" draws.
+        key = [self.seed, _EXAMPLE, self.epoch, user] + ([end] if end < len(train) else [])
+        rng = np.random.default_rng(key)
         if self.mode == "cpc":
             return self._cpc_window(user, train, history, rng)
         length = self.max_len
+        window = train[max(0, end - self.width) : end]
         if self.mode == "masked":
-            window = train[-length:]
             chosen = rng.random(len(window)) < self.mask_prob
             if not chosen.any():
                 chosen[rng.integers(len(window))] = True
@@ -166,7 +228,6 @@ class SequenceTrainingData(Dataset):
             targets = np.where(masked, inputs, 0)
             inputs = np.where(masked, 0, inputs)
         else:
-            window = train[-(length + 1) :]
             inputs = _left_pad(window[:-1], length)
             targets = _left_pad(window[1:], length)
             if self.mode == "s2o":

@@ -134,6 +134,34 @@ class TrainConfig:
             ``item_encoder.text`` / ``item_encoder.image`` of a multimodal encoder (PMMRec's five
             transfer settings are ``training.checkpoint.TRANSFER_SETTINGS``).
         user_fraction: train on this share of the users (TransRec 4.3 data scaling); evaluation uses all.
+        windows: which windows of each user's training sequence an epoch trains on
+            (``training.batches.SequenceTrainingData``). ``last`` (the papers' default): the most recent
+            ``model.max_len + 1`` training items (``max_len`` in mode masked), one window per user per
+            epoch; on MovieLens-100K (about 105 interactions per user) with ``max_len: 20`` that is about
+            a fifth of the data. ``all``: every window of that width ending at the user's last training
+            item and every ``window_stride`` items before it, down to the first that starts at the first
+            item (shorter and left-padded when the stride does not divide the length); a user with at
+            most one window's worth of items has the one (padded) window of ``last``. Modes s2s, s2o
+            and masked; not the cpc objective (one user vector per user, TransRec eq. 10) nor
+            ``reference_path``. It composes with ``user_fraction`` (the users first, then their
+            windows), DDP/FSDP (each process takes its share of the windows), the trunk cache and the
+            negatives (drawn outside the user's whole training sequence, never the window's only).
+            RecBole instead trains on every prefix of every training sequence, truncated to its last
+            ``MAX_ITEM_LIST_LENGTH`` items, with one target each (its last item): ``windows: all`` with
+            ``window_stride: 1`` and mode ``s2o`` is that scheme; mode s2s trains every position of
+            each window, so a stride of ``max_len / 2`` covers each target twice per epoch with about
+            ``2 / max_len`` as many examples as RecBole (a tenth at ``max_len: 20``).
+        window_stride: the stride S of ``windows: all`` (None: ``max(1, model.max_len // 2)``; at most
+            ``model.max_len``, so every training target is in a window). The default trains each target
+            about twice per epoch in s2s mode, once in the second half of a window, with at least
+            ``max_len / 2`` items before it in that window, where a stride of ``max_len`` would train
+            it once and, for the first targets of every window, with almost no history (RecBole gives
+            every target up to ``MAX_ITEM_LIST_LENGTH`` items of history).
+        windows_per_user: with ``windows: all``, at most this many windows per user and epoch (None: all
+            of them, about ``n / window_stride`` for n training items): the most recent window and the
+            others drawn uniformly without replacement, seeded by ``(seed, epoch, user)``, so that an
+            epoch stays bounded when some users have very long sequences; ``1`` trains the windows of
+            ``last``.
         resume: what to do when ``output_dir`` already holds a run (``training.run_directory``):
             ``auto`` continues it from ``last/`` when its ``config.yaml`` matches this config, or
             differs only in keys that cannot change the weights (``run_directory.TRAJECTORY_FREE``:
@@ -190,6 +218,9 @@ class TrainConfig:
     init_checkpoint: str | None = None
     init_components: tuple[str, ...] = ("item_encoder", "user_encoder")
     user_fraction: float = 1.0
+    windows: Literal["last", "all"] = "last"
+    window_stride: int | None = None
+    windows_per_user: int | None = None
     resume: Literal["auto", "force", "never"] | bool = "auto"
     collapse_factor: float = 1.5
     collapse_patience: int = 2
@@ -208,6 +239,15 @@ class TrainConfig:
             raise ConfigError(f"resume must be auto, force or never, got {self.resume!r}")
         if not 0.0 < self.user_fraction <= 1.0:
             raise ConfigError("user_fraction must be in (0, 1]")
+        if self.windows not in ("last", "all"):
+            raise ConfigError(f"windows must be last or all, got {self.windows!r}")
+        if self.window_stride is not None and not 1 <= self.window_stride <= self.model.max_len:
+            raise ConfigError(
+                f"window_stride must be within 1..model.max_len={self.model.max_len} (a larger stride "
+                f"would skip training targets), got {self.window_stride}"
+            )
+        if self.windows_per_user is not None and self.windows_per_user < 1:
+            raise ConfigError(f"windows_per_user must be at least 1 (null: all), got {self.windows_per_user}")
         for key in ("batch_size", "eval_batch_size", "epochs", "patience"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be at least 1, got {getattr(self, key)}")

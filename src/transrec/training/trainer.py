@@ -235,6 +235,9 @@ def _train(config: TrainConfig, ctx: DistributedContext, progress: bool, hook: H
         seed=config.seed,
         mask_prob=config.mask_prob,
         user_fraction=config.user_fraction,
+        windows=config.windows,
+        window_stride=config.window_stride,
+        windows_per_user=config.windows_per_user,
     )
     objective = TrainingObjective(config, dataset, content, device)
     step_module = distributed_step(model, objective, ctx, device, config.parallel)

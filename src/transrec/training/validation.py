@@ -53,6 +53,10 @@ what it needs. A key that one objective reads is ignored by the others:
     model.feature_dim          model.user_features or model.item_features is set
     trunk_cache: false         the item encoder has a frozen trunk (freeze: top_k or all) to cache
     trunk_cache_max_memory_mb  a trunk cache is built (trunk_cache, a frozen trunk, no reference_path)
+    windows                    modes s2s, s2o, masked: not objective cpc (one user vector per user,
+                               TransRec eq. 10), not reference_path (the papers' one window per user)
+    window_stride,
+    windows_per_user           windows=all
 
 ``ENCODER_RULES``: fields of the ``model.*_encoder_config`` dicts, checked against the encoder's own
 config dataclass wherever such a config sits (``text`` alone, inside ``mom``/``mm``, or
@@ -296,6 +300,12 @@ def _no_cache(config: TrainConfig) -> str:
     return "an item encoder without a frozen trunk"
 
 
+def _one_window(config: TrainConfig) -> str:
+    if config.objective == "cpc":
+        return "objective cpc, which scores one user vector per user (TransRec eq. 10)"
+    return "reference_path=true, which trains the papers' one window per user"
+
+
 def _trains_backbones(config: TrainConfig) -> bool:
     """Whether ``build_optimizer`` has an ``encoder`` group: backbone parameters that still train."""
     return _trainable_backbone(config) and not {"modality_encoders", "item_encoder"} & set(config.frozen)
@@ -359,6 +369,14 @@ RULES: tuple[Rule, ...] = (
     Rule("trunk_cache_max_memory_mb", lambda c: c.trunk_cache and not c.reference_path and _frozen_trunk(c),
          _no_cache, "only a frozen-trunk cache (trunk_cache=true, freeze: top_k or all, no reference_path) "
          "uses it", example=("trunk_cache_max_memory_mb=64",)),
+    Rule("windows", lambda c: c.objective != "cpc" and not c.reference_path, _one_window,
+         "only modes s2s, s2o and masked without reference_path use it",
+         example=("objective=cpc", "mode=s2o", "windows=all")),
+    *(
+        Rule(key, lambda c: c.windows == "all", lambda c: "windows=last", "only windows=all uses it",
+             example=(f"{key}=3",))
+        for key in ("window_stride", "windows_per_user")
+    ),
 )  # fmt: skip
 
 ENCODER_RULES: tuple[EncoderRule, ...] = (
