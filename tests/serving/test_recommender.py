@@ -1,11 +1,16 @@
 """Recommender: answers equal evaluation's full ranking; histories with new content; the popular fallback;
 truncation; exclusion; adding and removing items (visible at once, persisted, atomic); bad input; threads."""
 
+import io
 import shutil
+import struct
+import threading
+import zlib
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from tests.serving.exports import build_checkpoint, build_export
 from transrec.data.item_content import ItemContent
@@ -14,6 +19,8 @@ from transrec.evaluation.model_eval import item_table, user_vectors
 from transrec.evaluation.protocol import stage_histories
 from transrec.models.recommender import SequentialRecommender
 from transrec.serving import (
+    ContentError,
+    ContentLimits,
     DuplicateItemError,
     InvalidRequestError,
     Recommender,
@@ -233,8 +240,6 @@ def test_a_duplicate_id_is_refused_unless_replace(exports, writable):
 
 
 def test_an_id_model_cannot_add_items_by_content(exports, writable):
-    from transrec.serving import ContentError
-
     rec = Recommender.load(writable("id"))
     with pytest.raises(ContentError) as err:
         rec.add_items([{"id": "n1", "text": "red shoes"}])
@@ -248,3 +253,121 @@ def test_checkpoint_helper_is_deterministic(tmp_path, exports):
     a = build_checkpoint(tmp_path / "a", exports["text"].dataset, "text")
     b = build_checkpoint(tmp_path / "b", exports["text"].dataset, "text")
     assert (a / "model.safetensors").read_bytes() == (b / "model.safetensors").read_bytes()
+
+
+def png(width, height, rows=2):
+    """PNG bytes declaring ``width x height`` RGB pixels, with only ``rows`` rows of data: a decompression
+    bomb's header, built in memory."""
+
+    def chunk(kind, data):
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    pixels = zlib.compress(b"\x00" * (1 + 3 * width) * rows)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+
+
+def real_png(size=40, colour=(200, 30, 30)):
+    buffer = io.BytesIO()
+    Image.new("RGB", (size, size), colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+BAD_RECORDS = {
+    "truncated image": ({"image": real_png()[:60]}, "undecodable"),
+    "not an image": ({"image": b"GIF89a but not really"}, "undecodable"),
+    "bomb over our pixel limit": ({"image": png(7000, 7000)}, "decompression_bomb"),
+    "bomb over Pillow's limit": ({"image": png(100_000, 100_000)}, "decompression_bomb"),
+    "image over the byte limit": (
+        {"image": real_png(size=300, colour=(1, 2, 3)) + b"\x00" * 3000},
+        "too_large",
+    ),
+    "text over the limit": ({"text": "word " * 30}, "text_too_long"),
+    "no content": ({"text": "   ", "image": None}, "empty"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_RECORDS))
+def test_a_bad_record_refuses_the_whole_add_and_changes_nothing(exports, writable, case):
+    directory = writable("mom")
+    limits = ContentLimits(max_text_chars=100, max_image_bytes=3000)
+    rec = Recommender.load(directory, limits=limits)
+    rec.add_items([{"id": "first", "text": "w1 w2"}])
+    before_files = {p: p.read_bytes() for p in directory.rglob("*") if p.is_file()}
+    history = list(exports["mom"].dataset.item_ids[1:4])
+    before = rec.recommend(history, k=1000)
+    record, reason = BAD_RECORDS[case]
+    with pytest.raises(ContentError) as err:
+        rec.add_items([{"id": "good", "text": "w3 w4", "image": real_png()}, {"id": "bad", **record}])
+    assert err.value.reason == reason and "'bad'" in str(err.value)
+    assert rec.recommend(history, k=1000) == before and rec.catalogue_size == len(before.items) + 3
+    assert {p: p.read_bytes() for p in directory.rglob("*") if p.is_file()} == before_files
+    with pytest.raises(ContentError) as err:
+        rec.recommend([*history, record])  # the same refusal for a record in a history
+    assert err.value.reason == reason
+
+
+def test_an_image_item_can_be_added_to_a_mom_model_and_a_text_model_refuses_images(exports, writable):
+    rec = Recommender.load(writable("mom"))
+    rec.add_items(
+        [
+            {"id": "pic", "image": real_png()},
+            {"id": "both", "text": "w1", "image": real_png(colour=(0, 0, 200))},
+        ]
+    )
+    assert rec.item("pic")["modality"] == "image" and rec.item("both")["modality"] == "both"
+    assert rec.similar_items("pic", k=1000).items.count("both") == 1
+    text_model = Recommender.load(writable("text"))
+    with pytest.raises(ContentError) as err:
+        text_model.add_items([{"id": "pic", "text": "w1", "image": real_png()}])
+    assert err.value.reason == "unsupported_modality" and "text only" in str(err.value)
+
+
+def test_concurrent_readers_always_see_a_whole_catalogue_while_items_come_and_go(exports, writable):
+    directory = writable("text")
+    data = exports["text"].dataset
+    rec = Recommender.load(directory)
+    history = list(data.item_ids[1:4])
+    added = [f"new-{j:02d}" for j in range(16)]
+    done, errors, seen = threading.Event(), [], set()
+
+    def read():
+        while not done.is_set():
+            try:
+                answer = rec.recommend(history, k=1000, exclude_seen=False)
+                present = [i for i in added if i in answer.items]
+                # Items are added in order, then removed in order: every state is a prefix or a suffix.
+                positions = [added.index(i) for i in present]
+                whole = positions == list(range(len(present))) or positions == list(
+                    range(16 - len(present), 16)
+                )
+                exported = [i for i in answer.items if not i.startswith("new-")]
+                if not whole or len(exported) != data.n_items or len(set(answer.items)) != len(answer.items):
+                    errors.append(f"inconsistent snapshot: {present}, {len(exported)} catalogue items")
+                if answer.scores != sorted(answer.scores, reverse=True):
+                    errors.append("scores out of order")
+                seen.add(len(present))
+                rec.similar_items(history[0], k=5)
+            except Exception as err:  # any error in a reader fails the test
+                errors.append(repr(err))
+
+    readers = [threading.Thread(target=read) for _ in range(4)]
+    for thread in readers:
+        thread.start()
+    try:
+        for item in added:
+            rec.add_items([{"id": item, "text": f"text of {item}"}])
+        for item in added:
+            rec.remove_items([item])
+    finally:
+        done.set()
+        for thread in readers:
+            thread.join()
+    assert not errors, errors[:5]
+    assert len(seen) > 3  # the readers saw the catalogue change under them
+    assert rec.catalogue_size == data.n_items
