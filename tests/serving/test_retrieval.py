@@ -1,9 +1,11 @@
-"""Retrieval behind one interface (issue 11, section 3): exact, faiss-flat and faiss-hnsw answer alike."""
+"""Retrieval behind one interface (issue 11, section 3): exact, faiss-flat, faiss-hnsw and faiss-ivf answer
+alike, and one index may be searched, changed and cloned from many threads at once."""
 
 from __future__ import annotations
 
 import importlib
 import sys
+import threading
 
 import pytest
 import torch
@@ -27,6 +29,7 @@ ALL_KINDS = [
     "exact",
     pytest.param("faiss-flat", marks=needs_faiss),
     pytest.param("faiss-hnsw", marks=needs_faiss),
+    pytest.param("faiss-ivf", marks=needs_faiss),
 ]
 FLAT_KINDS = ["exact", pytest.param("faiss-flat", marks=needs_faiss)]
 
@@ -37,6 +40,30 @@ def random_set(n: int, d: int = 16, seed: int = 0, q: int = 7):
     ids = torch.randperm(10 * n, generator=g)[:n]  # sparse, unsorted ids
     queries = torch.randn(q, d, generator=g)
     return vectors, ids, queries
+
+
+def run_threads(*targets) -> list[BaseException]:
+    """Run each target in its own thread, with frequent thread switches (to provoke races), and return
+    what they raised."""
+    raised = []
+
+    def guarded(target):
+        try:
+            target()
+        except BaseException as err:  # reported by the test
+            raised.append(err)
+
+    threads = [threading.Thread(target=guarded, args=(target,)) for target in targets]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    return raised
 
 
 def brute_force(vectors, ids, queries, k, exclude=None):
@@ -51,8 +78,8 @@ def brute_force(vectors, ids, queries, k, exclude=None):
     return torch.tensor(out_scores), torch.tensor(out_ids)
 
 
-def test_the_registry_holds_the_three_kinds():
-    assert INDEXES.names() == ["exact", "faiss-flat", "faiss-hnsw"]
+def test_the_registry_holds_the_four_kinds():
+    assert INDEXES.names() == ["exact", "faiss-flat", "faiss-hnsw", "faiss-ivf"]
 
 
 @pytest.mark.parametrize("chunk_size", [1, 7, 64, 1000])
@@ -162,6 +189,109 @@ def test_save_and_load_round_trip(kind, tmp_path):
     assert torch.equal(before[1], after[1]) and torch.equal(before[0], after[0])
     loaded.add(vectors[:3], ids[:3])  # the loaded index is live, not a snapshot
     assert len(loaded) == 300
+
+
+@pytest.mark.parametrize("kind", ALL_KINDS)
+def test_a_clone_answers_alike_and_changes_independently(kind):
+    vectors, ids, queries = random_set(300)
+    index = build_index(kind, vectors, ids)
+    index.remove(ids[:2])  # faiss-hnsw: removed ids still in its graph travel with the clone
+    before = index.search(queries, 10)
+    copy = index.clone()
+    assert (copy.kind, copy.parameters, len(copy)) == (index.kind, index.parameters, 298)
+    assert all(torch.equal(a, b) for a, b in zip(copy.search(queries, 10), before))
+    copy.add(100 * queries.mean(0, keepdim=True), [999_999])
+    copy.remove(ids[2:4])
+    index.remove(ids[4:5])
+    assert len(index) == 297 and len(copy) == 297
+    _, found = index.search(queries, 297)
+    assert 999_999 not in found and set(ids[2:4].tolist()) <= set(found[0].tolist())
+    _, found = copy.search(queries, 297)
+    assert (found[:, 0] == 999_999).all() and int(ids[4]) in found[0]
+
+
+@pytest.mark.parametrize("kind", ALL_KINDS)
+def test_searches_during_adds_and_removes_see_the_index_before_or_after_each_change(kind):
+    # A writer adds and removes item 0, the smallest id, over and over: each change moves every other
+    # item's position in the sorted contents, so a search that read the contents half before and half
+    # after a change (or a FAISS index half way through an add) would return ids of neither state.
+    # (faiss-hnsw rebuilds its graph on every add of the removed item 0: a smaller catalogue there.)
+    n, d = (400 if kind == "faiss-hnsw" else 2000), 16
+    g = torch.Generator().manual_seed(5)
+    vectors, queries = torch.randn(n, d, generator=g), torch.randn(8, d, generator=g)
+    newcomer = queries[:4].sum(0, keepdim=True)  # in the top 20 of some queries, not of others
+    ids = torch.arange(1, n + 1)
+    # Search exhaustively on the approximate kinds too, so that both states have one right answer.
+    parameters = {"exact": {"chunk_size": 64}, "faiss-hnsw": {"ef_search": n + 1}, "faiss-ivf": {"nprobe": n}}
+    index = build_index(kind, vectors, ids, **parameters.get(kind, {}))
+    without = index.search(queries, 20)[1]
+    index.add(newcomer, [0])
+    with_it = index.search(queries, 20)[1]
+    index.remove([0])
+    assert not torch.equal(without, with_it)
+    reading, wrong = [3], []
+
+    def write() -> None:
+        while reading[0]:
+            index.add(newcomer, [0])
+            index.remove([0])
+
+    def read() -> None:
+        try:
+            for _ in range(150):
+                found = index.search(queries, 20)[1]
+                if not (torch.equal(found, without) or torch.equal(found, with_it)):
+                    wrong.append(found)
+        finally:
+            reading[0] -= 1
+
+    assert run_threads(write, read, read, read) == []
+    assert wrong == []
+    assert len(index) == n
+
+
+@needs_faiss
+def test_concurrent_hnsw_searches_with_different_k_equal_the_single_threaded_results():
+    # A small graph (m 4) and ef_search 1: each search's candidate list is max(1, k + 1), so the answer
+    # depends on k; a search that ran with another thread's candidate list would answer differently.
+    vectors, ids, queries = random_set(4000, d=32, seed=2, q=64)
+    index = build_index("faiss-hnsw", vectors, ids, m=4, ef_construction=8, ef_search=1)
+    ks = [1, 3, 300]
+    want = {k: index.search(queries, k)[1] for k in ks}
+    assert not torch.equal(want[1][:, 0], want[300][:, 0])  # the candidate list matters here
+    wrong = []
+
+    def searching(k: int):
+        def search() -> None:
+            for _ in range(40):
+                if not torch.equal(index.search(queries, k)[1], want[k]):
+                    wrong.append(k)
+
+        return search
+
+    assert run_threads(*[searching(k) for k in ks + ks]) == []
+    assert wrong == []
+
+
+@needs_faiss
+def test_hnsw_remove_filters_the_graph_until_a_fifth_is_removed_then_rebuilds():
+    vectors, ids, queries = random_set(500)
+    index = build_index("faiss-hnsw", vectors, ids, ef_search=500)
+    graph = index._index
+    index.remove(ids[:50])  # 50 removed, 450 live: filtered, no rebuild
+    assert index._index is graph
+    want_scores, want_ids = brute_force(vectors[50:], ids[50:], queries, 30)
+    scores, found = index.search(queries, 30)
+    assert torch.equal(found, want_ids)
+    torch.testing.assert_close(scores, want_scores, rtol=0, atol=1e-5)
+    index.add(vectors[:1], ids[:1])  # a removed id again: the graph is rebuilt without the removed ones
+    assert index._index is not graph and index._index.ntotal == 451
+    assert int(ids[0]) in index.search(queries, 451)[1][0]
+    graph = index._index
+    index.remove(ids[50:150])  # 100 removed > a fifth of the 351 left: rebuilt
+    assert index._index is not graph and index._index.ntotal == 351
+    live = torch.cat([torch.tensor([0]), torch.arange(150, 500)])
+    assert torch.equal(index.search(queries, 30)[1], brute_force(vectors[live], ids[live], queries, 30)[1])
 
 
 def test_load_of_a_missing_directory_is_a_user_error(tmp_path):

@@ -1,4 +1,4 @@
-"""Top-k retrieval over item vectors behind one interface, with three kinds of index.
+"""Top-k retrieval over item vectors behind one interface, with four kinds of index.
 
 Every kind scores an item by the inner product of the query and the item vector (the papers' scoring
 ``s(u, i) = h_u . e_i``, e.g. eq. 1 of the MoRec paper) and answers the same calls:
@@ -9,13 +9,25 @@ Every kind scores an item by the inner product of the query and the item vector 
   history); ids not in the index are ignored there. When fewer than k items remain, the trailing slots
   hold id ``-1`` and score ``-inf``;
 - ``add(vectors, ids)`` (ids not yet in the index) and ``remove(ids)`` (ids in the index);
+- ``clone()``: an independent copy (the vectors are shared, never modified in place; the FAISS backend
+  is copied), for copy-on-write snapshots;
 - ``save(directory)`` and ``load_index(directory)``: ``index.json`` (kind, parameters, shape),
-  ``vectors.safetensors`` (the vectors and ids) and, for the FAISS kinds, ``index.faiss`` (the bytes of
-  ``faiss.serialize_index``). Nothing is pickled.
+  ``vectors.safetensors`` (the vectors and ids, and for ``faiss-hnsw`` the removed ids still in its
+  graph) and, for the FAISS kinds, ``index.faiss`` (the bytes of ``faiss.serialize_index``). Nothing is
+  pickled.
 
 Tie order: results are ordered by score, descending, then by item id, ascending, and an item tied with
 the k-th result is never preferred to one with a smaller id. ``exact`` and ``faiss-flat`` both
 guarantee it (they then return the same ids; their scores differ by float rounding only).
+
+Threads: any number of threads may call ``search`` on one index at once (each call passes its own
+search parameters to FAISS; nothing shared is set). ``build``, ``add`` and ``remove`` may run while
+other threads search: a readers-writer lock makes each change wait for the searches in flight and holds
+new searches back until it is done, so a search sees the index before or after a change, never during
+it. A change therefore pauses searches for its duration: short for ``add`` and ``remove`` (milliseconds
+at 10^5 items), long for whatever rebuilds an HNSW graph (see ``faiss-hnsw``). A service that must not
+pause treats an index as an immutable snapshot: ``clone()``, change the clone, then swap the reference
+its readers use.
 
 Kinds (``INDEXES``, a ``Registry``; ``build_index(kind, vectors, ids, **parameters)``):
 
@@ -24,14 +36,11 @@ Kinds (``INDEXES``, a ``Registry``; ``build_index(kind, vectors, ids, **paramete
   running top k. No extra dependency.
 - ``faiss-flat``: FAISS's exact ``IndexFlatIP`` inside an ``IndexIDMap2``. Needs ``faiss-cpu``
   (``pip install 'transrec[serving]'``).
-- ``faiss-hnsw``: FAISS's approximate ``IndexHNSWFlat`` (inner product) inside an ``IndexIDMap2``.
-  ``m`` (default 32): graph neighbours per node, more is more accurate, more memory and slower to build;
-  ``ef_construction`` (default 80): candidate list while building; ``ef_search`` (default 128): candidate
-  list while searching (raised to the number of results asked for when that is larger), the accuracy /
-  latency knob. HNSW cannot delete, so ``remove`` rebuilds the graph from the remaining vectors (O(N)).
+- ``faiss-hnsw`` and ``faiss-ivf``: approximate FAISS indexes; see ``transrec.serving.retrieval_faiss``
+  for their parameters, defaults and measured recall.
 
 Every index keeps its vectors (sorted by id) in memory next to the backend's own copy: that is what
-``save`` writes and what ``faiss-hnsw`` rebuilds from.
+``save`` writes and what the approximate kinds rebuild from.
 """
 
 from __future__ import annotations
@@ -39,8 +48,10 @@ from __future__ import annotations
 import json
 import logging
 import math
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +61,6 @@ from safetensors.torch import load_file, save_file
 
 from transrec.errors import MissingPathError, UserError
 from transrec.registry import Registry
-from transrec.utils.packages import import_optional
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +96,7 @@ def load_index(directory: str | Path) -> RetrievalIndex:
             f"{directory}: vectors.safetensors holds {tuple(index._vectors.shape)}, index.json says "
             f"({meta['count']}, {meta['dim']})"
         )
-    index._restore(directory)
+    index._restore(directory, {name: t for name, t in tensors.items() if name not in ("vectors", "ids")})
     return index
 
 
@@ -125,6 +135,48 @@ def _first(values: torch.Tensor, limit: int = 5) -> list[int]:
     return values[:limit].tolist()
 
 
+class _ReadWriteLock:
+    """Many readers at once, or one writer. A waiting writer holds new readers back, so that a steady
+    stream of searches (a busy service) cannot postpone an ``add`` forever."""
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._readers = 0
+        self._writing = False
+        self._writers_waiting = 0
+
+    @contextmanager
+    def read(self) -> Iterator[None]:
+        with self._condition:
+            while self._writing or self._writers_waiting:
+                self._condition.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._readers -= 1
+                if self._readers == 0:
+                    self._condition.notify_all()
+
+    @contextmanager
+    def write(self) -> Iterator[None]:
+        with self._condition:
+            self._writers_waiting += 1
+            try:
+                while self._writing or self._readers:
+                    self._condition.wait()
+            finally:
+                self._writers_waiting -= 1
+            self._writing = True
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._writing = False
+                self._condition.notify_all()
+
+
 def order_rows(scores: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Each row sorted by score, descending, then id, ascending (the documented tie order)."""
     ids_sorted, by_id = ids.sort(dim=1, stable=True)
@@ -142,6 +194,7 @@ class RetrievalIndex(ABC):
         self.parameters: dict[str, Any] = {}
         self._vectors = torch.empty(0, 0)
         self._ids = torch.empty(0, dtype=torch.int64)
+        self._lock = _ReadWriteLock()
 
     # -- the interface ------------------------------------------------------------------------------------
 
@@ -155,8 +208,9 @@ class RetrievalIndex(ABC):
     def build(self, vectors: Any, ids: Any) -> RetrievalIndex:
         """Replace the contents with ``vectors`` [N, d] (N >= 1) under the unique ids ``ids`` [N]."""
         vectors = _matrix(vectors, "vectors", None)
-        self._set_contents(vectors, _id_vector(ids, "ids", vectors.shape[0]))
-        self._rebuild()
+        ids = _id_vector(ids, "ids", vectors.shape[0])
+        with self._lock.write():
+            self._change(vectors, ids, self._rebuild)
         return self
 
     def add(self, vectors: Any, ids: Any) -> None:
@@ -164,24 +218,30 @@ class RetrievalIndex(ABC):
         self._require_built()
         vectors = _matrix(vectors, "vectors", self.dim)
         ids = _id_vector(ids, "ids", vectors.shape[0])
-        present = torch.isin(ids, self._ids)
-        if present.any():
-            raise RetrievalError(f"ids already in the index: {_first(ids[present])}; remove them first")
-        self._set_contents(torch.cat([self._vectors, vectors]), torch.cat([self._ids, ids]))
-        self._backend_add(vectors, ids)
+        with self._lock.write():
+            present = torch.isin(ids, self._ids)
+            if present.any():
+                raise RetrievalError(f"ids already in the index: {_first(ids[present])}; remove them first")
+            self._change(
+                torch.cat([self._vectors, vectors]),
+                torch.cat([self._ids, ids]),
+                lambda: self._backend_add(vectors, ids),
+            )
 
     def remove(self, ids: Any) -> None:
         """Remove the items ``ids``, all of which must be in the index; at least one item must remain."""
         self._require_built()
         ids = _id_vector(ids, "ids")
-        unknown = ~torch.isin(ids, self._ids)
-        if unknown.any():
-            raise RetrievalError(f"ids not in the index: {_first(ids[unknown])}")
-        keep = ~torch.isin(self._ids, ids)
-        if not keep.any():
-            raise RetrievalError("removing every item would leave the index empty; build a new one instead")
-        self._set_contents(self._vectors[keep], self._ids[keep])
-        self._backend_remove(ids)
+        with self._lock.write():
+            unknown = ~torch.isin(ids, self._ids)
+            if unknown.any():
+                raise RetrievalError(f"ids not in the index: {_first(ids[unknown])}")
+            keep = ~torch.isin(self._ids, ids)
+            if not keep.any():
+                raise RetrievalError(
+                    "removing every item would leave the index empty; build a new one instead"
+                )
+            self._change(self._vectors[keep], self._ids[keep], lambda: self._backend_remove(ids))
 
     def search(
         self, queries: Any, k: int, exclude: Sequence[Iterable[int]] | None = None
@@ -193,22 +253,35 @@ class RetrievalIndex(ABC):
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= len(self):
             raise RetrievalError(f"k must be an integer from 1 to the {len(self)} items indexed, got {k!r}")
         excluded = self._exclusions(exclude, queries.shape[0])
-        return self._search(queries, int(k), excluded)
+        with self._lock.read():
+            return self._search(queries, int(k), excluded)
+
+    def clone(self) -> RetrievalIndex:
+        """An independent copy with the same parameters and contents: a change to either never shows in
+        the other. The vectors are shared (no index modifies them in place); the backend is copied."""
+        self._require_built()
+        with self._lock.read():
+            other = type(self)(**self.parameters)
+            other._vectors, other._ids = self._vectors, self._ids
+            self._clone_backend(other)
+        return other
 
     def save(self, directory: str | Path) -> None:
         """Write the index to ``directory`` (created if missing; its index files are replaced)."""
         self._require_built()
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        save_file({"vectors": self._vectors, "ids": self._ids}, str(directory / "vectors.safetensors"))
-        self._save_backend(directory)
-        meta = {
-            "format": FORMAT_VERSION,
-            "kind": self.kind,
-            "parameters": self.parameters,
-            "dim": self.dim,
-            "count": len(self),
-        }
+        with self._lock.read():
+            tensors = {"vectors": self._vectors, "ids": self._ids, **self._extra_tensors()}
+            save_file(tensors, str(directory / "vectors.safetensors"))
+            self._save_backend(directory)
+            meta = {
+                "format": FORMAT_VERSION,
+                "kind": self.kind,
+                "parameters": self.parameters,
+                "dim": self.dim,
+                "count": len(self),
+            }
         (directory / "index.json").write_text(json.dumps(meta, indent=2) + "\n")
 
     # -- shared machinery ---------------------------------------------------------------------------------
@@ -216,6 +289,18 @@ class RetrievalIndex(ABC):
     def _require_built(self) -> None:
         if len(self) == 0:
             raise RetrievalError(f"the {self.kind} index is empty; call build(vectors, ids) first")
+
+    def _change(self, vectors: torch.Tensor, ids: torch.Tensor, apply_to_backend: Any) -> None:
+        """Set the contents to ``vectors`` and ``ids``, then ``apply_to_backend()``; if that fails, the
+        contents are restored (the backend hooks change the backend last), so a refused change changes
+        nothing. The caller holds the write lock."""
+        before = self._vectors, self._ids
+        self._set_contents(vectors, ids)
+        try:
+            apply_to_backend()
+        except BaseException:
+            self._vectors, self._ids = before
+            raise
 
     def _set_contents(self, vectors: torch.Tensor, ids: torch.Tensor) -> None:
         # Kept sorted by id, so that a position order is an id order (the exact kind's tie order).
@@ -263,8 +348,17 @@ class RetrievalIndex(ABC):
         """Write what the backend needs beyond the vectors and ids into ``directory``."""
 
     @abstractmethod
-    def _restore(self, directory: Path) -> None:
-        """Read what ``_save_backend`` wrote (the vectors and ids are already loaded)."""
+    def _restore(self, directory: Path, extra: dict[str, torch.Tensor]) -> None:
+        """Read what ``_save_backend`` wrote; the vectors and ids are already loaded, and ``extra`` holds
+        the tensors of ``_extra_tensors`` that ``save`` wrote."""
+
+    @abstractmethod
+    def _clone_backend(self, other: RetrievalIndex) -> None:
+        """Give ``other`` (same parameters, contents already shared) its own copy of the backend."""
+
+    def _extra_tensors(self) -> dict[str, torch.Tensor]:
+        """Tensors beyond the vectors and ids that ``save`` writes into ``vectors.safetensors``."""
+        return {}
 
 
 def _top_by_score_then_position(scores: torch.Tensor, kk: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -306,7 +400,10 @@ class ExactIndex(RetrievalIndex):
     def _save_backend(self, directory: Path) -> None:
         pass
 
-    def _restore(self, directory: Path) -> None:
+    def _restore(self, directory: Path, extra: dict[str, torch.Tensor]) -> None:
+        pass
+
+    def _clone_backend(self, other: RetrievalIndex) -> None:
         pass
 
     def _search(
@@ -340,106 +437,5 @@ class ExactIndex(RetrievalIndex):
         return best_scores, ids
 
 
-class _FaissIndex(RetrievalIndex):
-    """A FAISS index inside an ``IndexIDMap2``: the kinds differ only in the inner index they build."""
-
-    def _faiss(self) -> Any:
-        return import_optional("faiss", f"the {self.kind!r} retrieval index")
-
-    @abstractmethod
-    def _new_inner(self, faiss: Any) -> Any:
-        """The kind's own inner inner-product FAISS index over ``self.dim`` dimensions, empty."""
-
-    def _before_search(self, wanted: int) -> None:
-        pass
-
-    def _rebuild(self) -> None:
-        faiss = self._faiss()
-        self._index = faiss.IndexIDMap2(self._new_inner(faiss))
-        self._index.add_with_ids(self._vectors.numpy(), self._ids.numpy())
-
-    def _backend_add(self, vectors: torch.Tensor, ids: torch.Tensor) -> None:
-        self._index.add_with_ids(vectors.numpy(), ids.numpy())
-
-    def _backend_remove(self, ids: torch.Tensor) -> None:
-        removed = self._index.remove_ids(ids.numpy())
-        if removed != ids.numel():  # the inner index lost track of an id that the index holds: our bug
-            raise RuntimeError(f"FAISS removed {removed} of {ids.numel()} ids")
-
-    def _save_backend(self, directory: Path) -> None:
-        self._faiss().serialize_index(self._index).tofile(directory / "index.faiss")
-
-    def _restore(self, directory: Path) -> None:
-        faiss = self._faiss()
-        path = directory / "index.faiss"
-        if not path.is_file():
-            raise MissingPathError(f"{directory} has no index.faiss for its {self.kind} index")
-        self._index = faiss.deserialize_index(np.fromfile(path, dtype=np.uint8))
-        if self._index.ntotal != len(self):
-            raise RetrievalError(
-                f"{path} holds {self._index.ntotal} vectors, vectors.safetensors {len(self)}"
-            )
-
-    def _search(
-        self, queries: torch.Tensor, k: int, excluded: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        n = len(self)
-        wanted = min(n, k + (0 if excluded is None else excluded.shape[1]))
-        while True:
-            self._before_search(wanted)
-            raw_scores, raw_ids = self._index.search(queries.numpy(), wanted)
-            scores, ids = torch.from_numpy(raw_scores), torch.from_numpy(raw_ids)
-            lowest = scores[:, -1:].clone()
-            missing = ids < 0
-            if excluded is not None:
-                missing |= (ids.unsqueeze(2) == excluded.unsqueeze(1)).any(2)
-            scores[missing], ids[missing] = -math.inf, -1
-            scores, ids = order_rows(scores, ids)
-            scores, ids = scores[:, :k].contiguous(), ids[:, :k].contiguous()
-            # An item tied with the k-th result may lie beyond the `wanted` FAISS returned (and FAISS
-            # breaks ties its own way): ask for more until the k-th result beats the last one returned.
-            if wanted == n or not (scores[:, -1:] <= lowest).any():
-                return scores, ids
-            wanted = min(n, 2 * wanted)
-
-
-@INDEXES.register("faiss-flat")
-class FaissFlatIndex(_FaissIndex):
-    """Exact inner-product search with FAISS's ``IndexFlatIP``."""
-
-    kind = "faiss-flat"
-
-    def _new_inner(self, faiss: Any) -> Any:
-        return faiss.IndexFlatIP(self.dim)
-
-
-@INDEXES.register("faiss-hnsw")
-class FaissHNSWIndex(_FaissIndex):
-    """Approximate inner-product search with FAISS's ``IndexHNSWFlat``; ``m``, ``ef_construction`` and
-    ``ef_search`` as in the module docstring."""
-
-    kind = "faiss-hnsw"
-
-    def __init__(self, m: int = 32, ef_construction: int = 80, ef_search: int = 128) -> None:
-        super().__init__()
-        for name, value, least in (
-            ("m", m, 2),
-            ("ef_construction", ef_construction, 1),
-            ("ef_search", ef_search, 1),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise RetrievalError(f"faiss-hnsw: {name} must be an integer >= {least}, got {value!r}")
-        self.parameters = {"m": m, "ef_construction": ef_construction, "ef_search": ef_search}
-
-    def _new_inner(self, faiss: Any) -> Any:
-        inner = faiss.IndexHNSWFlat(self.dim, self.parameters["m"], faiss.METRIC_INNER_PRODUCT)
-        inner.hnsw.efConstruction = self.parameters["ef_construction"]
-        return inner
-
-    def _backend_remove(self, ids: torch.Tensor) -> None:
-        logger.debug("faiss-hnsw cannot delete: rebuilding the graph over %d items", len(self))
-        self._rebuild()
-
-    def _before_search(self, wanted: int) -> None:
-        inner = self._faiss().downcast_index(self._index.index)
-        inner.hnsw.efSearch = max(self.parameters["ef_search"], wanted)
+# The FAISS kinds register themselves in INDEXES; imported last because they build on the classes above.
+from transrec.serving import retrieval_faiss  # noqa: E402, F401

@@ -1,0 +1,274 @@
+"""The FAISS kinds of retrieval index (``faiss-flat``, ``faiss-hnsw``, ``faiss-ivf``); the interface,
+its promises and the thread-safety contract are in ``transrec.serving.retrieval``.
+
+Each holds a FAISS inner-product index that answers with our item ids: flat and HNSW inside an
+``IndexIDMap2``; IVF holds the ids itself (``IndexIDMap2.remove_ids`` would misnumber an IVF index, whose
+entries keep the internal ids they were added with). Searches
+pass their own ``SearchParameters`` to FAISS on every call (``efSearch``, ``nprobe``, the removed-id
+selector) instead of setting them on the shared index, so concurrent searches with different ``k`` never
+see each other's settings. Needs ``faiss-cpu`` (``pip install 'transrec[serving]'``).
+
+- ``faiss-flat``: exact, FAISS's ``IndexFlatIP``.
+- ``faiss-hnsw``: approximate, FAISS's ``IndexHNSWFlat``. ``m`` (default 32): graph neighbours per
+  node; ``ef_construction`` (default 80): candidate list while building; ``ef_search``: candidate list
+  while searching, the accuracy / latency knob, raised to the number of results asked for when that is
+  larger. ``ef_search=None`` (the default) scales it with the catalogue: ``hnsw_ef_search(N)``, 128 up
+  to 10^4 items, then growing with sqrt(N) to 1,280 at 10^6 (``benchmarks/README.md`` has the recall
+  this gives on random and on clustered vectors). HNSW cannot delete a node: ``remove`` marks the ids
+  removed (kept in the graph, filtered out of every search by a FAISS ``IDSelector``), and the graph is
+  rebuilt from the live vectors when the removed ones exceed a fifth of the live ones, or when a removed
+  id is added again; a rebuild costs what ``build`` does (seconds at 10^5 items, minutes at 10^6).
+- ``faiss-ivf``: approximate, FAISS's ``IndexIVFFlat``: k-means cells (``nlist``, default ``None``:
+  about 4 sqrt(N), at least 1, at most N / 39, FAISS's minimum of training points per cell), of which
+  ``nprobe`` (default 32) nearest the query are scanned. Trained at ``build`` (seeded); items added later
+  join the cell nearest to them without retraining; ``remove`` deletes them from their cells.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from abc import abstractmethod
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from transrec.errors import MissingPathError
+from transrec.serving.retrieval import INDEXES, RetrievalError, RetrievalIndex, order_rows
+from transrec.utils.packages import import_optional
+
+logger = logging.getLogger(__name__)
+
+# A removed node of an HNSW graph still costs search effort (it is visited, then filtered out); past this
+# fraction of the live items the graph is rebuilt without them.
+HNSW_MAX_REMOVED_FRACTION = 0.2
+
+
+def hnsw_ef_search(n_items: int) -> int:
+    """The default ``ef_search`` of ``faiss-hnsw`` for ``n_items``: 128 up to 10^4 items, then
+    ``128 sqrt(N / 10^4)`` (rounded up to a multiple of 8): 405 at 10^5, 1,280 at 10^6. Measured on
+    random Gaussian vectors (d = 64, m 32), the hardest case for a graph index, it keeps recall@10 near
+    0.95; clustered item vectors reach it with far less."""
+    ef = 128 * math.sqrt(max(n_items, 10_000) / 10_000)
+    return int(math.ceil(ef / 8) * 8)
+
+
+def _positive_int(kind: str, name: str, value: Any, least: int, optional: bool = False) -> None:
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        allowed = f"an integer >= {least}" + (" or None" if optional else "")
+        raise RetrievalError(f"{kind}: {name} must be {allowed}, got {value!r}")
+
+
+class _FaissIndex(RetrievalIndex):
+    """A FAISS index inside an ``IndexIDMap2``: the kinds differ in the inner index they build and the
+    search parameters they pass."""
+
+    def _faiss(self) -> Any:
+        return import_optional("faiss", f"the {self.kind!r} retrieval index")
+
+    @abstractmethod
+    def _new_inner(self, faiss: Any, vectors: np.ndarray) -> Any:
+        """The kind's inner inner-product FAISS index over ``self.dim`` dimensions, empty but ready for
+        ``vectors`` (the items about to be added: what a trained index trains on)."""
+
+    def _search_parameters(self, faiss: Any, wanted: int) -> Any:
+        """This call's own FAISS ``SearchParameters`` for ``wanted`` results (None: FAISS's defaults)."""
+        return None
+
+    def _with_ids(self, faiss: Any, inner: Any) -> Any:
+        """``inner`` made to store and answer with item ids."""
+        return faiss.IndexIDMap2(inner)
+
+    def _rebuild(self) -> None:
+        faiss = self._faiss()
+        vectors = self._vectors.numpy()
+        index = self._with_ids(faiss, self._new_inner(faiss, vectors))
+        index.add_with_ids(vectors, self._ids.numpy())
+        self._index = index  # assigned last: a failure above leaves the previous backend in place
+
+    def _backend_add(self, vectors: torch.Tensor, ids: torch.Tensor) -> None:
+        self._index.add_with_ids(vectors.numpy(), ids.numpy())
+
+    def _backend_remove(self, ids: torch.Tensor) -> None:
+        removed = self._index.remove_ids(ids.numpy())
+        if removed != ids.numel():  # the inner index lost track of an id that the index holds: our bug
+            raise RuntimeError(f"FAISS removed {removed} of {ids.numel()} ids")
+
+    def _clone_backend(self, other: RetrievalIndex) -> None:
+        other._index = self._faiss().clone_index(self._index)
+
+    def _save_backend(self, directory: Path) -> None:
+        self._faiss().serialize_index(self._index).tofile(directory / "index.faiss")
+
+    def _backend_count(self) -> int:
+        """How many vectors the FAISS index should hold: the live items (and, for HNSW, the removed)."""
+        return len(self)
+
+    def _restore(self, directory: Path, extra: dict[str, torch.Tensor]) -> None:
+        faiss = self._faiss()
+        path = directory / "index.faiss"
+        if not path.is_file():
+            raise MissingPathError(f"{directory} has no index.faiss for its {self.kind} index")
+        self._index = faiss.deserialize_index(np.fromfile(path, dtype=np.uint8))
+        if self._index.ntotal != self._backend_count():
+            raise RetrievalError(
+                f"{path} holds {self._index.ntotal} vectors, vectors.safetensors {self._backend_count()}"
+            )
+
+    def _search(
+        self, queries: torch.Tensor, k: int, excluded: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        faiss, n = self._faiss(), len(self)
+        # One more than needed, so that the k-th result usually beats the last one returned and no
+        # second search is needed to settle ties (see below).
+        wanted = min(n, k + 1 + (0 if excluded is None else excluded.shape[1]))
+        while True:
+            raw_scores, raw_ids = self._index.search(
+                queries.numpy(), wanted, params=self._search_parameters(faiss, wanted)
+            )
+            scores, ids = torch.from_numpy(raw_scores), torch.from_numpy(raw_ids)
+            lowest = scores[:, -1:].clone()
+            missing = ids < 0
+            if excluded is not None:
+                missing |= (ids.unsqueeze(2) == excluded.unsqueeze(1)).any(2)
+            scores[missing], ids[missing] = -math.inf, -1
+            scores, ids = order_rows(scores, ids)
+            scores, ids = scores[:, :k].contiguous(), ids[:, :k].contiguous()
+            # An item tied with the k-th result may lie beyond the `wanted` FAISS returned (and FAISS
+            # breaks ties its own way): ask for more until the k-th result beats the last one returned.
+            if wanted == n or not (scores[:, -1:] <= lowest).any():
+                return scores, ids
+            wanted = min(n, 2 * wanted)
+
+
+@INDEXES.register("faiss-flat")
+class FaissFlatIndex(_FaissIndex):
+    """Exact inner-product search with FAISS's ``IndexFlatIP``."""
+
+    kind = "faiss-flat"
+
+    def _new_inner(self, faiss: Any, vectors: np.ndarray) -> Any:
+        return faiss.IndexFlatIP(self.dim)
+
+
+@INDEXES.register("faiss-hnsw")
+class FaissHNSWIndex(_FaissIndex):
+    """Approximate inner-product search with FAISS's ``IndexHNSWFlat``; ``m``, ``ef_construction`` and
+    ``ef_search`` (None: ``hnsw_ef_search(N)``) as in the module docstring."""
+
+    kind = "faiss-hnsw"
+
+    def __init__(self, m: int = 32, ef_construction: int = 80, ef_search: int | None = None) -> None:
+        super().__init__()
+        _positive_int(self.kind, "m", m, 2)
+        _positive_int(self.kind, "ef_construction", ef_construction, 1)
+        _positive_int(self.kind, "ef_search", ef_search, 1, optional=True)
+        self.parameters = {"m": m, "ef_construction": ef_construction, "ef_search": ef_search}
+        self._set_removed(torch.empty(0, dtype=torch.int64))
+
+    @property
+    def ef_search(self) -> int:
+        """The ``ef_search`` in force: the parameter, or ``hnsw_ef_search`` of the current size."""
+        chosen = self.parameters["ef_search"]
+        return hnsw_ef_search(len(self)) if chosen is None else chosen
+
+    def _new_inner(self, faiss: Any, vectors: np.ndarray) -> Any:
+        inner = faiss.IndexHNSWFlat(self.dim, self.parameters["m"], faiss.METRIC_INNER_PRODUCT)
+        inner.hnsw.efConstruction = self.parameters["ef_construction"]
+        return inner
+
+    def _set_removed(self, removed: torch.Tensor) -> None:
+        """``removed``: ids still in the graph but no longer in the index, filtered out of searches."""
+        self._removed = removed.sort().values
+        self._selector = None
+        if removed.numel():
+            faiss = self._faiss()
+            # IDSelectorNot keeps a reference to the batch selector; both live as long as this index.
+            batch = faiss.IDSelectorBatch(self._removed.numpy())
+            self._selector = (batch, faiss.IDSelectorNot(batch))
+
+    def _rebuild(self) -> None:
+        super()._rebuild()
+        self._set_removed(torch.empty(0, dtype=torch.int64))
+
+    def _backend_add(self, vectors: torch.Tensor, ids: torch.Tensor) -> None:
+        if torch.isin(ids, self._removed).any():
+            # The graph still holds the removed node under that id, and the selector filters by id.
+            logger.info(
+                "faiss-hnsw: a removed id is added again; rebuilding the graph of %d items", len(self)
+            )
+            self._rebuild()
+        else:
+            super()._backend_add(vectors, ids)
+
+    def _backend_remove(self, ids: torch.Tensor) -> None:
+        removed = torch.cat([self._removed, ids])
+        if removed.numel() > HNSW_MAX_REMOVED_FRACTION * len(self):
+            logger.info(
+                "faiss-hnsw: %d removed items; rebuilding the graph of %d", removed.numel(), len(self)
+            )
+            self._rebuild()
+        else:
+            self._set_removed(removed)
+
+    def _clone_backend(self, other: RetrievalIndex) -> None:
+        super()._clone_backend(other)
+        other._set_removed(self._removed)
+
+    def _backend_count(self) -> int:
+        return len(self) + self._removed.numel()
+
+    def _extra_tensors(self) -> dict[str, torch.Tensor]:
+        return {"removed": self._removed} if self._removed.numel() else {}
+
+    def _restore(self, directory: Path, extra: dict[str, torch.Tensor]) -> None:
+        self._set_removed(extra.get("removed", torch.empty(0, dtype=torch.int64)))
+        super()._restore(directory, extra)
+
+    def _search_parameters(self, faiss: Any, wanted: int) -> Any:
+        # A fresh object per call: IndexIDMap2's search swaps the selector on the parameters it is given
+        # for the duration of the call, so they cannot be shared between threads either.
+        sel = None if self._selector is None else self._selector[1]
+        return faiss.SearchParametersHNSW(efSearch=max(self.ef_search, wanted), sel=sel)
+
+
+@INDEXES.register("faiss-ivf")
+class FaissIVFIndex(_FaissIndex):
+    """Approximate inner-product search with FAISS's ``IndexIVFFlat``; ``nlist`` (None: about 4 sqrt(N))
+    and ``nprobe`` as in the module docstring."""
+
+    kind = "faiss-ivf"
+
+    def __init__(self, nlist: int | None = None, nprobe: int = 32, seed: int = 0) -> None:
+        super().__init__()
+        _positive_int(self.kind, "nlist", nlist, 1, optional=True)
+        _positive_int(self.kind, "nprobe", nprobe, 1)
+        _positive_int(self.kind, "seed", seed, 0)
+        self.parameters = {"nlist": nlist, "nprobe": nprobe, "seed": seed}
+
+    @property
+    def nlist(self) -> int:
+        """The number of cells of the trained index."""
+        return int(self._index.nlist)
+
+    def _new_inner(self, faiss: Any, vectors: np.ndarray) -> Any:
+        n = vectors.shape[0]
+        nlist = self.parameters["nlist"]
+        if nlist is None:
+            nlist = max(1, min(round(4 * math.sqrt(n)), n // 39))
+        elif nlist > n:
+            raise RetrievalError(f"faiss-ivf: nlist {nlist} is more than the {n} items to train on")
+        inner = faiss.IndexIVFFlat(faiss.IndexFlatIP(self.dim), self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        inner.cp.seed = self.parameters["seed"]
+        inner.train(vectors)  # faiss's Python wrapper keeps the quantizer alive as long as `inner`
+        return inner
+
+    def _with_ids(self, faiss: Any, inner: Any) -> Any:
+        return inner  # an IVF index stores the ids given to add_with_ids and removes by them
+
+    def _search_parameters(self, faiss: Any, wanted: int) -> Any:
+        return faiss.SearchParametersIVF(nprobe=self.parameters["nprobe"])
