@@ -93,13 +93,21 @@ def test_all_windows_at_a_stride_exactly(dataset):
         (5, [0, 0, 23, 24], [0, 0, 24, 25]),
     ]
     assert len(d) == 9 and d.users.tolist() == [0, 1, 2, 3, 5]
+    defaults = {mode: data(dataset, mode, windows="all").window_stride for mode in ("s2s", "s2o", "masked")}
+    assert defaults == {"s2s": 2, "s2o": 1, "masked": 2}  # max_len // 2; s2o: every prefix
+    # s2o trains a window's last item only: its windows go down to the first target.
     s2o = all_windows(data(dataset, "s2o", windows="all", window_stride=3))
-    assert [w["targets"].tolist() for w in s2o[2:6]] == [
-        [0, 0, 0, 20],
-        [0, 0, 0, 17],
-        [0, 0, 0, 14],
-        [0, 0, 0, 11],
+    assert [
+        (int(w["user_id"]), w["inputs"].tolist(), w["targets"].tolist()) for w in s2o if w["user_id"] != 2
+    ] == [
+        (0, [0, 0, 1, 2], [0, 0, 0, 3]),
+        (1, [4, 5, 6, 7], [0, 0, 0, 8]),
+        (1, [0, 0, 0, 4], [0, 0, 0, 5]),  # ends at 5 - 3 = 2: one input, the first target
+        (3, [0, 0, 0, 21], [0, 0, 0, 22]),
+        (5, [24, 25, 26, 27], [0, 0, 0, 30]),
+        (5, [0, 0, 23, 24], [0, 0, 0, 25]),
     ]
+    assert [w["targets"][-1] for w in s2o if w["user_id"] == 2] == [20, 17, 14, 11]
     masked = all_windows(data(dataset, "masked", windows="all", window_stride=3))
     windows_of_user_2 = [
         np.where(w["masked"], w["targets"], w["inputs"]).tolist() for w in masked if w["user_id"] == 2
@@ -107,21 +115,28 @@ def test_all_windows_at_a_stride_exactly(dataset):
     assert windows_of_user_2 == [[17, 18, 19, 20], [14, 15, 16, 17], [11, 12, 13, 14], [0, 9, 10, 11]]
 
 
-@pytest.mark.parametrize("mode", ["s2s", "masked"])
+@pytest.mark.parametrize("mode", ["s2s", "s2o", "masked"])
 @pytest.mark.parametrize("stride", [1, 2, 3, 4])
 def test_every_training_target_is_in_a_window(dataset, mode, stride):
     d = data(dataset, mode, windows="all", window_stride=stride)
     width = 4 if mode == "masked" else 5
     covered = {}
     for w in all_windows(d):
-        items = w["targets"] if mode == "s2s" else np.where(w["masked"], w["targets"], w["inputs"])
+        items = np.where(w["masked"], w["targets"], w["inputs"]) if mode == "masked" else w["targets"]
         covered.setdefault(int(w["user_id"]), []).append(items[items != 0].tolist())
     for user, windows in covered.items():
         train = TRAINING[user + 1]
-        assert len(windows) == 1 + -(-max(0, len(train) - width) // stride)
+        n = len(train)
+        count = 1 + (n - 2) // stride if mode == "s2o" else 1 + -(-max(0, n - width) // stride)
+        assert len(windows) == count
         assert windows[0][-1] == train[-1]  # the first window ends at the user's last training item
-        wanted = train[1:] if mode == "s2s" else train
-        assert sorted({item for window in windows for item in window}) == sorted(wanted)
+        trained = sorted({item for window in windows for item in window})
+        if mode == "s2o":  # every stride-th target, counted back from the last one
+            assert trained == sorted(train[end - 1] for end in range(n, 1, -stride))
+        else:
+            assert trained == sorted(train[1:] if mode == "s2s" else train)
+    if mode == "s2o" and stride == 1:  # RecBole's scheme: every prefix, one target each
+        assert len(d) == sum(len(t) - 1 for t in TRAINING.values())
 
 
 def test_sampled_windows_are_bounded_seeded_and_keep_the_most_recent(dataset):

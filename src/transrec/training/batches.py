@@ -97,12 +97,15 @@ class SequenceTrainingData(Dataset):
         positives: l, the positives per user in cpc mode (TransRec: 5).
         windows: ``last``: each user's most recent window only (the papers'). ``all``: with W the window
             width (``max_len + 1``, or ``max_len`` in masked mode) and n the user's training items, the
-            windows of W consecutive items ending at n, n - S, n - 2S, ... down to the first that starts
-            at the first item (shorter, left-padded, when S does not divide n - W), so
-            ``1 + ceil(max(0, n - W) / S)`` windows; a user with n <= W has one, the ``last`` window.
+            windows of (at most) W consecutive items ending at n, n - S, n - 2S, ...: in s2s and masked
+            mode down to the first that starts at the first item (shorter, left-padded, when S does not
+            divide n - W), so ``1 + ceil(max(0, n - W) / S)`` windows, one (the ``last`` window) when
+            n <= W, and every training target is in a window; in s2o mode, which trains only a window's
+            last item, down to the earliest target (end 2, one input), so ``1 + (n - 2) // S`` windows
+            training every S-th target: with S = 1, RecBole's every prefix, one target each.
             Not for cpc mode (one user vector per user, TransRec eq. 10).
-        window_stride: S (None: ``max(1, max_len // 2)``); at most ``max_len``, so that every training
-            target is in some window.
+        window_stride: S (None: ``max(1, max_len // 2)``, and 1 in s2o mode); at most ``max_len``, so that
+            every training target is in some window of s2s or masked mode.
         windows_per_user: with ``all``, at most this many windows per user and epoch (None: all): the
             most recent one and the others drawn uniformly without replacement, seeded by
             ``(seed, epoch, user)``. The number per user is fixed, so ``len()`` is the same every epoch.
@@ -133,7 +136,8 @@ class SequenceTrainingData(Dataset):
             raise ValueError(f"windows must be one of {get_args(Windows)}, got {windows!r}")
         if windows == "all" and mode == "cpc":
             raise ValueError("cpc mode reads one window per user (TransRec eq. 10): use windows='last'")
-        stride = max(1, max_len // 2) if window_stride is None else window_stride
+        default_stride = 1 if mode == "s2o" else max(1, max_len // 2)
+        stride = default_stride if window_stride is None else window_stride
         if not 1 <= stride <= max_len:
             raise ValueError(f"window_stride must be within 1..max_len={max_len}, got {stride}")
         if windows_per_user is not None and windows_per_user < 1:
@@ -171,6 +175,8 @@ class SequenceTrainingData(Dataset):
         """Windows of each training length (int64, as ``n_train``): 1 with ``last``, see ``windows``."""
         if self.windows == "last":
             return np.ones(len(n_train), dtype=np.int64)
+        if self.mode == "s2o":  # one target per window: windows down to the first target
+            return 1 + (n_train - 2) // self.window_stride
         return 1 + -(-np.maximum(0, n_train - self.width) // self.window_stride)
 
     def window_ends(self, index: int) -> tuple[int, int]:

@@ -141,22 +141,24 @@ class TrainConfig:
             a fifth of the data. ``all``: every window of that width ending at the user's last training
             item and every ``window_stride`` items before it, down to the first that starts at the first
             item (shorter and left-padded when the stride does not divide the length); a user with at
-            most one window's worth of items has the one (padded) window of ``last``. Modes s2s, s2o
-            and masked; not the cpc objective (one user vector per user, TransRec eq. 10) nor
-            ``reference_path``. It composes with ``user_fraction`` (the users first, then their
-            windows), DDP/FSDP (each process takes its share of the windows), the trunk cache and the
-            negatives (drawn outside the user's whole training sequence, never the window's only).
-            RecBole instead trains on every prefix of every training sequence, truncated to its last
-            ``MAX_ITEM_LIST_LENGTH`` items, with one target each (its last item): ``windows: all`` with
-            ``window_stride: 1`` and mode ``s2o`` is that scheme; mode s2s trains every position of
-            each window, so a stride of ``max_len / 2`` covers each target twice per epoch with about
-            ``2 / max_len`` as many examples as RecBole (a tenth at ``max_len: 20``).
-        window_stride: the stride S of ``windows: all`` (None: ``max(1, model.max_len // 2)``; at most
-            ``model.max_len``, so every training target is in a window). The default trains each target
-            about twice per epoch in s2s mode, once in the second half of a window, with at least
-            ``max_len / 2`` items before it in that window, where a stride of ``max_len`` would train
-            it once and, for the first targets of every window, with almost no history (RecBole gives
-            every target up to ``MAX_ITEM_LIST_LENGTH`` items of history).
+            most one window's worth of items has the one (padded) window of ``last``. Mode s2o trains
+            only a window's last item, so its windows go on down to the first target (shorter, padded
+            prefixes). Modes s2s, s2o and masked; not the cpc objective (one user vector per user,
+            TransRec eq. 10) nor ``reference_path``. It composes with ``user_fraction`` (the users
+            first, then their windows), DDP/FSDP (each process takes its share of the windows), the
+            trunk cache and the negatives (drawn outside the user's whole training sequence, not only
+            the window). RecBole instead trains on every prefix of every training sequence, truncated
+            to its last ``MAX_ITEM_LIST_LENGTH`` items, with one target each (its last item): that is
+            ``windows: all`` in mode s2o with ``window_stride: 1`` (its default there). Mode s2s trains
+            every position of a window, so its default stride ``max_len / 2`` trains each target twice
+            per epoch with about ``2 / max_len`` as many examples as RecBole (a tenth at ``max_len: 20``).
+        window_stride: the stride S of ``windows: all``, at most ``model.max_len`` (None: 1 in mode s2o,
+            ``max(1, model.max_len // 2)`` otherwise). In modes s2s and masked every training target is
+            in a window whatever S; the default trains each s2s target about twice per epoch, once in
+            the second half of a window, with at least ``max_len / 2`` items before it there, where
+            ``max_len`` would train it once and the first targets of every window with almost no
+            history (RecBole gives every target up to ``MAX_ITEM_LIST_LENGTH`` items of history). In
+            mode s2o, S trains every S-th target.
         windows_per_user: with ``windows: all``, at most this many windows per user and epoch (None: all
             of them, about ``n / window_stride`` for n training items): the most recent window and the
             others drawn uniformly without replacement, seeded by ``(seed, epoch, user)``, so that an
