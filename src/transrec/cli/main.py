@@ -22,6 +22,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from transrec import __version__
 from transrec.cli import data as data_cli
 from transrec.cli import demo as demo_cli
+from transrec.cli import serve as serve_cli
 from transrec.cli import serving as serving_cli
 from transrec.cli import train as train_cli
 from transrec.errors import UserError
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_cli.add_parser(commands)
     demo_cli.add_parser(commands)
     serving_cli.add_parser(commands)
+    serve_cli.add_parser(commands)
     return parser
 
 
