@@ -46,8 +46,8 @@ CONFIG_FILE = "config.yaml"
 RESULT_FILE = "result.json"
 CHANGES_FILE = "config_changes.jsonl"
 #: What a run writes into its directory (besides ``config.<n>.yaml``); ``resume: never`` removes these.
-RUN_FILES = (CONFIG_FILE, "metrics.jsonl", RESULT_FILE, "test_metrics.json", CHANGES_FILE, "best", "last",
-             "trunk_cache")  # fmt: skip
+RUN_FILES = (CONFIG_FILE, "metrics.jsonl", RESULT_FILE, "test_metrics.json", "test_ranks.npz", CHANGES_FILE,
+             "best", "last", "trunk_cache")  # fmt: skip
 
 #: Keys of the resolved config (dotted) that may differ between the run on disk and the run continuing it
 #: under ``resume: auto``, with why none of them can change the weights already trained nor the weights
@@ -146,13 +146,13 @@ def open_run_directory(out: Path, resolved: TrainConfig, ctx: DistributedContext
 def record_resumed_config(out: Path, resolved: TrainConfig, plan: RunPlan) -> None:
     """Once ``last/`` has been loaded into the model and the optimizer (so the run really continues), write
     ``resolved`` as ``config.yaml``: after a forced change, the old file is kept as ``config.<n>.yaml`` and
-    the change recorded in ``config_changes.jsonl``; a finished run's ``result.json`` and
-    ``test_metrics.json``, which no longer describe where it ends, are removed. Rank 0 only."""
+    the change recorded in ``config_changes.jsonl``; a finished run's ``result.json``, ``test_metrics.json``
+    and ``test_ranks.npz``, which no longer describe where it ends, are removed. Rank 0 only."""
     out = Path(out)
     forced = {k: v for k, v in plan.changed.items() if k not in TRAJECTORY_FREE}
     if forced:
         _keep_previous_config(out, forced)
-    for stale in (RESULT_FILE, "test_metrics.json"):
+    for stale in (RESULT_FILE, "test_metrics.json", "test_ranks.npz"):
         (out / stale).unlink(missing_ok=True)
     atomic_write_text(out / CONFIG_FILE, dump_yaml(resolved))
 

@@ -31,7 +31,7 @@ from transrec.config import ConfigError
 from transrec.data.item_content import ItemContent
 from transrec.data.prepared import PreparedDataset
 from transrec.errors import TransrecError
-from transrec.evaluation.model_eval import evaluate_model
+from transrec.evaluation.model_eval import evaluate_model, evaluate_model_detailed
 from transrec.models.recommender import (
     WEIGHTS_FILE,
     SequentialRecommender,
@@ -63,6 +63,9 @@ from transrec.utils.io import atomic_write_text
 logger = logging.getLogger(__name__)
 
 TRUNK_CACHE_DIR = "trunk_cache"  # a memory-mapped frozen-trunk cache too large for memory; removed at the end
+#: Every test user's target and rank (1 = best) on the best checkpoint, for paired significance tests
+#: across runs (``evaluation.significance``): arrays ``users``, ``targets``, ``ranks``.
+TEST_RANKS_FILE = "test_ranks.npz"
 
 #: Called with an event name ("step", "epoch") and a dict of details; may raise to stop the run.
 Hook = Callable[[str, dict[str, Any]], None]
@@ -331,8 +334,11 @@ def _train(config: TrainConfig, ctx: DistributedContext, progress: bool, hook: H
     # The best weights go into this model: its frozen trunk, and so its cache, are those of best/.
     load_model_state(model, load_file(str(out / "best" / WEIGHTS_FILE), device=str(device)))
     with full_parameters(step_module):
-        test = evaluate_model(model, dataset, content, "test", config.ks, config.eval_batch_size, device,
-                              subsets=config.eval_subsets)  # fmt: skip
+        evaluation = evaluate_model_detailed(
+            model, dataset, content, "test", config.ks, config.eval_batch_size, device,
+            subsets=config.eval_subsets,
+        )  # fmt: skip
+    test = evaluation.metrics
     model.item_encoder.drop_trunk_cache()
     shutil.rmtree(cache_dir, ignore_errors=True)
     result = RunResult("finished", state["best_epoch"], state["best_valid"], test, state["epoch"],
@@ -340,6 +346,7 @@ def _train(config: TrainConfig, ctx: DistributedContext, progress: bool, hook: H
     if main:
         shutil.rmtree(out / TRUNK_CACHE_DIR, ignore_errors=True)
         atomic_write_text(out / "test_metrics.json", json.dumps(test, indent=2) + "\n")
+        _write_test_ranks(out / TEST_RANKS_FILE, evaluation.users, evaluation.targets, evaluation.ranks)
         atomic_write_text(out / "result.json", json.dumps(_result_dict(result), indent=2) + "\n")
     ctx.barrier()
     return result
@@ -413,6 +420,15 @@ def _result_dict(result: RunResult) -> dict[str, Any]:
         "status": result.status, "best_epoch": result.best_epoch, "best_valid": result.best_valid,
         "test": result.test, "epochs_run": result.epochs_run, "seconds": round(result.seconds, 2),
     }  # fmt: skip
+
+
+def _write_test_ranks(path: Path, users: np.ndarray, targets: np.ndarray, ranks: np.ndarray) -> None:
+    # Written before result.json, and atomically: a run whose result is stored always has its ranks.
+    partial = path.with_name(path.name + ".partial")
+    with partial.open("wb") as handle:
+        np.savez(handle, users=users.astype(np.int64), targets=targets.astype(np.int64),
+                 ranks=ranks.astype(np.int64))  # fmt: skip
+    partial.replace(path)
 
 
 def _read_metrics(path: Path, before_epoch: int) -> list[dict[str, Any]]:
