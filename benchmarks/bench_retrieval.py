@@ -1,13 +1,22 @@
-"""Query latency of the retrieval indexes (transrec.serving) and recall@10 of the approximate one.
+"""Query latency of the retrieval indexes (transrec.serving) and recall@10 of the approximate ones.
 
-For each size N (random Gaussian item vectors, dimension d): build each kind (exact, faiss-flat,
-faiss-hnsw with its default parameters, printed), then time searches of k = 10 for a batch of 1 query
+For each data set and size N: build each kind (exact, faiss-flat, and the approximate faiss-hnsw and
+faiss-ivf with their default parameters, printed), then time searches of k = 10 for a batch of 1 query
 (median over --single-queries queries) and a batch of 64 (median over --batches batches), and the
-recall@10 of faiss-hnsw against exact over 256 queries: |approx top-10 & exact top-10| / 10, averaged.
+recall@10 of each kind against exact over 256 queries: |top-10 & exact top-10| / 10, averaged.
+
+Two data sets (d = 64 by default):
+
+- ``gaussian``: item and query vectors drawn from N(0, I): no structure at all, the hardest case for a
+  graph or a cluster index (the nearest items are hardly nearer than the rest);
+- ``clustered``: 1,000 centres drawn from N(0, I), each item (and query) a random centre plus
+  N(0, noise^2 I) noise (--noise, default 1: as much spread within a cluster as between centres), closer
+  to trained item vectors, which group by genre, style and audience.
+
 One run; timings on shared machines vary, compare within a run.
 
-    python benchmarks/bench_retrieval.py                     # N = 10^4, 10^5, 10^6, d = 64
-    python benchmarks/bench_retrieval.py --sizes 10000 100000 --dim 128
+    python benchmarks/bench_retrieval.py                      # N = 10^4, 10^5, 10^6; both data sets
+    python benchmarks/bench_retrieval.py --sizes 10000 100000 --data clustered --kinds exact faiss-ivf
 """
 
 from __future__ import annotations
@@ -20,7 +29,8 @@ import torch
 
 from transrec.serving import INDEXES, build_index
 
-KINDS = ("exact", "faiss-flat", "faiss-hnsw")
+KINDS = ("exact", "faiss-flat", "faiss-hnsw", "faiss-ivf")
+CENTRES = 1000
 
 
 def median_seconds(index, queries: torch.Tensor, batch: int, repeats: int) -> float:
@@ -33,39 +43,70 @@ def median_seconds(index, queries: torch.Tensor, batch: int, repeats: int) -> fl
     return statistics.median(times)
 
 
+def vectors_of(data: str, n: int, n_queries: int, dim: int, noise: float, g: torch.Generator):
+    """``(items [n, dim], queries [n_queries, dim])`` of the data set ``data``."""
+    if data == "gaussian":
+        return torch.randn(n, dim, generator=g), torch.randn(n_queries, dim, generator=g)
+    centres = torch.randn(CENTRES, dim, generator=g)
+
+    def draw(count: int) -> torch.Tensor:
+        picks = torch.randint(0, CENTRES, (count,), generator=g)
+        return centres[picks] + noise * torch.randn(count, dim, generator=g)
+
+    return draw(n), draw(n_queries)
+
+
+def in_force(index) -> str:
+    """The parameters a default index chose for its size."""
+    if index.kind == "faiss-hnsw":
+        return f"ef_search {index.ef_search}"
+    if index.kind == "faiss-ivf":
+        return f"nlist {index.nlist}"
+    return ""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument(
+        "--data", nargs="+", choices=("gaussian", "clustered"), default=["gaussian", "clustered"]
+    )
+    parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
     parser.add_argument("--dim", type=int, default=64)
+    parser.add_argument("--noise", type=float, default=1.0, help="clustered: noise std per coordinate")
     parser.add_argument("--single-queries", type=int, default=50)
     parser.add_argument("--batches", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; d = {args.dim}, k = 10")
-    for kind in KINDS:
+    for kind in args.kinds:
         print(f"{kind} parameters: {INDEXES.get(kind)().parameters}")
-    print("N | kind | build s | batch 1 ms | batch 64 ms | recall@10")
+    print("data | N | kind | build s | batch 1 ms | x exact | batch 64 ms | recall@10 | in force", flush=True)
     g = torch.Generator().manual_seed(args.seed)
-    for n in args.sizes:
-        vectors = torch.randn(n, args.dim, generator=g)
-        ids = torch.arange(n)
-        queries = torch.randn(max(256, 64 * args.batches), args.dim, generator=g)
-        exact_top = None
-        for kind in KINDS:
-            start = time.perf_counter()
-            index = build_index(kind, vectors, ids)
-            build = time.perf_counter() - start
-            one = median_seconds(index, queries, 1, args.single_queries)
-            many = median_seconds(index, queries, 64, args.batches)
-            _, top = index.search(queries[:256], 10)
-            if kind == "exact":
-                exact_top, recall = top, ""
-            else:
+    for data in args.data:
+        for n in args.sizes:
+            vectors, queries = vectors_of(data, n, max(256, 64 * args.batches), args.dim, args.noise, g)
+            ids = torch.arange(n)
+            _, exact_top = build_index("exact", vectors, ids).search(queries[:256], 10)
+            exact_one = None
+            for kind in args.kinds:
+                start = time.perf_counter()
+                index = build_index(kind, vectors, ids)
+                build = time.perf_counter() - start
+                one = median_seconds(index, queries, 1, args.single_queries)
+                many = median_seconds(index, queries, 64, args.batches)
+                _, top = index.search(queries[:256], 10)
                 hits = sum(len(set(a.tolist()) & set(e.tolist())) for a, e in zip(top, exact_top))
-                recall = f"{hits / exact_top.numel():.3f}"
-            print(f"{n} | {kind} | {build:.2f} | {one * 1e3:.2f} | {many * 1e3:.2f} | {recall}", flush=True)
-            del index
+                if kind == "exact":
+                    exact_one = one
+                speedup = f"{exact_one / one:.1f}x" if exact_one else ""
+                print(
+                    f"{data} | {n} | {kind} | {build:.2f} | {one * 1e3:.2f} | {speedup} | {many * 1e3:.2f} | "
+                    f"{hits / exact_top.numel():.3f} | {in_force(index)}",
+                    flush=True,
+                )
+                del index
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import torch
 
 from transrec.errors import UserError
 from transrec.serving import INDEXES, RetrievalError, build_index, load_index
+from transrec.serving.retrieval_faiss import hnsw_ef_search
 from transrec.utils.packages import MissingPackageError
 
 
@@ -306,6 +307,33 @@ def test_hnsw_recall_at_10_against_exact_with_default_parameters():
     _, approx = build_index("faiss-hnsw", vectors, ids).search(queries, 10)
     hits = sum(len(set(a.tolist()) & set(e.tolist())) for a, e in zip(approx, exact))
     assert hits / exact.numel() >= 0.9
+
+
+def test_hnsw_ef_search_grows_with_the_square_root_of_the_catalogue():
+    assert [hnsw_ef_search(n) for n in (1, 10_000, 40_000, 100_000, 1_000_000)] == [96, 96, 192, 304, 960]
+
+
+@needs_faiss
+def test_the_default_hnsw_ef_search_follows_the_size_of_the_index():
+    vectors, ids, _ = random_set(300)
+    index = build_index("faiss-hnsw", vectors, ids)
+    assert index.ef_search == 96 and index.parameters["ef_search"] is None
+    assert build_index("faiss-hnsw", vectors, ids, ef_search=7).ef_search == 7
+
+
+@needs_faiss
+def test_ivf_cells_default_to_four_square_roots_of_the_catalogue_and_bad_parameters_are_refused():
+    vectors, ids, _ = random_set(4000, d=8)
+    assert build_index("faiss-ivf", vectors, ids).nlist == 102  # min(4 sqrt(4000) = 253, 4000 // 39)
+    assert build_index("faiss-ivf", vectors, ids, nlist=10).nlist == 10
+    many, many_ids, _ = random_set(40_000, d=4)
+    assert build_index("faiss-ivf", many, many_ids).nlist == 800  # 4 sqrt(40000), under 40000 // 39
+    with pytest.raises(RetrievalError, match="nlist 5000 is more than the 4000 items"):
+        build_index("faiss-ivf", vectors, ids, nlist=5000)
+    with pytest.raises(RetrievalError, match="faiss-ivf: nprobe must be an integer >= 1, got 0"):
+        build_index("faiss-ivf", vectors, ids, nprobe=0)
+    with pytest.raises(RetrievalError, match="faiss-hnsw: ef_search must be an integer >= 1 or None, got 0"):
+        build_index("faiss-hnsw", vectors, ids, ef_search=0)
 
 
 @pytest.mark.parametrize("kind", ALL_KINDS)

@@ -12,16 +12,20 @@ see each other's settings. Needs ``faiss-cpu`` (``pip install 'transrec[serving]
 - ``faiss-hnsw``: approximate, FAISS's ``IndexHNSWFlat``. ``m`` (default 32): graph neighbours per
   node; ``ef_construction`` (default 80): candidate list while building; ``ef_search``: candidate list
   while searching, the accuracy / latency knob, raised to the number of results asked for when that is
-  larger. ``ef_search=None`` (the default) scales it with the catalogue: ``hnsw_ef_search(N)``, 128 up
-  to 10^4 items, then growing with sqrt(N) to 1,280 at 10^6 (``benchmarks/README.md`` has the recall
-  this gives on random and on clustered vectors). HNSW cannot delete a node: ``remove`` marks the ids
-  removed (kept in the graph, filtered out of every search by a FAISS ``IDSelector``), and the graph is
-  rebuilt from the live vectors when the removed ones exceed a fifth of the live ones, or when a removed
-  id is added again; a rebuild costs what ``build`` does (seconds at 10^5 items, minutes at 10^6).
+  larger. ``ef_search=None`` (the default) scales it with the catalogue: ``hnsw_ef_search(N)``, 96 up
+  to 10^4 items, then growing with sqrt(N) to 960 at 10^6 (``benchmarks/README.md`` has the recall
+  and latency this gives on random and on clustered vectors). HNSW cannot delete a node: ``remove``
+  marks the ids removed (kept in the graph, filtered out of every search by a FAISS ``IDSelector``), and
+  the graph is rebuilt from the live vectors when the removed ones exceed a fifth of the live ones, or
+  when a removed id is added again; a rebuild costs what ``build`` does (seconds at 10^5 items, minutes
+  at 10^6).
 - ``faiss-ivf``: approximate, FAISS's ``IndexIVFFlat``: k-means cells (``nlist``, default ``None``:
   about 4 sqrt(N), at least 1, at most N / 39, FAISS's minimum of training points per cell), of which
   ``nprobe`` (default 32) nearest the query are scanned. Trained at ``build`` (seeded); items added later
-  join the cell nearest to them without retraining; ``remove`` deletes them from their cells.
+  join the cell nearest to them without retraining; ``remove`` deletes them from their cells. Meant for
+  large catalogues of clustered vectors (10^5 items and more, where 32 cells are a small share of them):
+  on structureless random vectors, or on 10^4 items, its recall@10 at nprobe 32 is far below HNSW's
+  (``benchmarks/README.md``), and ``exact`` is fast there anyway.
 """
 
 from __future__ import annotations
@@ -47,11 +51,12 @@ HNSW_MAX_REMOVED_FRACTION = 0.2
 
 
 def hnsw_ef_search(n_items: int) -> int:
-    """The default ``ef_search`` of ``faiss-hnsw`` for ``n_items``: 128 up to 10^4 items, then
-    ``128 sqrt(N / 10^4)`` (rounded up to a multiple of 8): 405 at 10^5, 1,280 at 10^6. Measured on
-    random Gaussian vectors (d = 64, m 32), the hardest case for a graph index, it keeps recall@10 near
-    0.95; clustered item vectors reach it with far less."""
-    ef = 128 * math.sqrt(max(n_items, 10_000) / 10_000)
+    """The default ``ef_search`` of ``faiss-hnsw`` for ``n_items``: 96 up to 10^4 items, then
+    ``96 sqrt(N / 10^4)`` rounded up to a multiple of 8: 304 at 10^5, 960 at 10^6. Chosen for random
+    Gaussian vectors (d = 64, m 32, ef_construction 80), the hardest case for a graph index, where recall@10
+    falls as N grows at a fixed ef_search (0.64 at 10^6 with 128, 0.96 with 768, 0.98 with 1,024, measured
+    2026-12-02); clustered item vectors reach the same recall with a far smaller ef_search."""
+    ef = 96 * math.sqrt(max(n_items, 10_000) / 10_000)
     return int(math.ceil(ef / 8) * 8)
 
 

@@ -1,0 +1,374 @@
+"""Load test of the HTTP service (``transrec serve``): requests/s, latency percentiles and errors under a
+fixed number of concurrent clients, for ``POST /recommend`` alone and for a mix with ``POST /items``.
+
+The service is a real uvicorn on 127.0.0.1, started here as its own process (``python -m transrec serve``
+on a copy of the export, so that the items the test adds leave the export untouched); ``--url`` points at
+a service already running instead. The clients are asyncio tasks sharing one aiohttp session (at most
+``--clients`` connections), each sending its next request as soon as the last one is answered, for
+``--duration`` seconds per phase after ``--warmup`` seconds that are not counted:
+
+1. ``recommend``: every request a ``POST /recommend`` (k = 10) with a history of 1..max_len catalogue ids
+   drawn at random (4,096 histories prepared in advance, so that the clients spend no time building
+   them);
+2. ``mix``: the same, except that a request is, with probability ``--add-share`` (5%), a ``POST /items`` of
+   a text item with a fresh id, followed at once by the ``POST /recommend`` that should show it: the new
+   item's text is that of the top-ranked item of a history prepared beforehand, so the history ranks the
+   new item next to it (the issue's "Done when" example). ``add -> visible`` is the time from sending
+   the add to receiving that recommendation; an add whose item is not in the recommendation's top
+   ``--visible-k`` counts as not visible.
+
+An error is a response other than 200 (201 for an add) or a failed connection. The server's CPU time
+(from /proc) and the client's are printed too: both share the machine's cores. Prints a table and
+writes every figure as JSON (``--json``).
+
+    python benchmarks/bench_serving.py EXPORT_DIR                  # 32 clients, 20 s per phase
+    python benchmarks/bench_serving.py EXPORT_DIR --clients 8 --duration 5 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from transrec.utils.packages import import_optional
+
+HISTORIES = 4096
+POOL_HISTORIES = 1024
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def client_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def percentiles(latencies: list[float]) -> dict[str, float | None]:
+    if not latencies:
+        return {"p50_ms": None, "p95_ms": None, "p99_ms": None, "max_ms": None}
+    p50, p95, p99 = np.percentile(np.asarray(latencies) * 1e3, [50, 95, 99])
+    return {"p50_ms": p50, "p95_ms": p95, "p99_ms": p99, "max_ms": max(latencies) * 1e3}
+
+
+class Server:
+    """``transrec serve`` on a copy of the export, in its own process, on a free loopback port."""
+
+    def __init__(self, export: Path, index: str, torch_threads: int | None, workdir: Path) -> None:
+        self.copy = workdir / "export"
+        shutil.copytree(export, self.copy)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = workdir / "server.log"
+        env = dict(os.environ)
+        if torch_threads is not None:
+            env["OMP_NUM_THREADS"] = str(torch_threads)  # torch's intra-op threads, read at start
+        command = [sys.executable, "-m", "transrec", "serve", str(self.copy), "--host", "127.0.0.1"]
+        command += ["--port", str(self.port), "--index", index, "--quiet"]
+        self.log = self.log_path.open("w")
+        self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+
+    def log_tail(self) -> str:
+        return "".join(self.log_path.read_text().splitlines(keepends=True)[-20:])
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)  # uvicorn's graceful shutdown
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+
+
+async def wait_until_healthy(session: Any, url: str, server: Server | None, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server is not None and server.process.poll() is not None:
+            raise SystemExit(
+                f"the service exited with status {server.process.returncode}:\n{server.log_tail()}"
+            )
+        try:
+            async with session.get(f"{url}/health") as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        await asyncio.sleep(0.25)
+    raise SystemExit(f"{url}/health did not answer within {timeout:.0f} s")
+
+
+class Phase:
+    """Latencies and errors of one phase, per kind of request."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.latencies: dict[str, list[float]] = {"recommend": [], "items": [], "add_visible": []}
+        self.errors: dict[str, int] = {"recommend": 0, "items": 0}
+        self.not_visible = 0
+        self.error_examples: list[str] = []
+        self.seconds = 0.0
+
+    def error(self, kind: str, message: str) -> None:
+        self.errors[kind] += 1
+        if len(self.error_examples) < 5:
+            self.error_examples.append(f"{kind}: {message[:300]}")
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"seconds": self.seconds, "not_visible": self.not_visible}
+        for kind, latencies in self.latencies.items():
+            row = {"requests": len(latencies), "per_second": len(latencies) / self.seconds}
+            if kind in self.errors:
+                row["errors"] = self.errors[kind]
+            out[kind] = {**row, **percentiles(latencies)}
+        total = len(self.latencies["recommend"]) + len(self.latencies["items"])
+        out["requests_per_second"] = total / self.seconds
+        out["error_examples"] = self.error_examples
+        return out
+
+
+class LoadTest:
+    def __init__(
+        self, aiohttp: Any, session: Any, url: str, args: argparse.Namespace, items: list[dict]
+    ) -> None:
+        self.aiohttp, self.session, self.url, self.args = aiohttp, session, url, args
+        self.texts = {row["id"]: row["text"] for row in items}
+        self.ids = [row["id"] for row in items]
+        self.added = 0
+        self.pool: list[tuple[list[str], str]] = []
+
+    async def post(self, path: str, body: dict[str, Any]) -> tuple[int | str, float, Any]:
+        """``(status or the connection error, seconds, parsed JSON or None)``."""
+        data = json.dumps(body).encode()
+        start = time.perf_counter()
+        try:
+            async with self.session.post(
+                self.url + path, data=data, headers={"content-type": "application/json"}
+            ) as response:
+                payload = await response.read()
+                status: int | str = response.status
+        except (self.aiohttp.ClientError, asyncio.TimeoutError, OSError) as err:
+            return f"{type(err).__name__}: {err}", time.perf_counter() - start, None
+        seconds = time.perf_counter() - start
+        try:
+            return status, seconds, json.loads(payload)
+        except ValueError:
+            return status, seconds, payload.decode(errors="replace")
+
+    def histories(self, count: int, seed: int, max_len: int) -> list[list[str]]:
+        rng = random.Random(seed)
+        return [rng.sample(self.ids, rng.randint(1, min(max_len, len(self.ids)))) for _ in range(count)]
+
+    async def build_pool(self, max_len: int, max_batch: int) -> None:
+        """Histories whose top-ranked items differ: an add copies the text of one history's top item."""
+        candidates = self.histories(POOL_HISTORIES, self.args.seed + 1, max_len)
+        tops: dict[str, list[str]] = {}
+        for start in range(0, len(candidates), max_batch):
+            chunk = candidates[start : start + max_batch]
+            status, _, body = await self.post("/recommend/batch", {"histories": chunk, "k": 1})
+            if status != 200:
+                raise SystemExit(f"POST /recommend/batch answered {status}: {body}")
+            for history, result in zip(chunk, body["results"]):
+                tops.setdefault(result["items"][0], history)
+        self.pool = [(history, top) for top, history in tops.items()]
+
+    async def recommend(self, phase: Phase | None, body: dict[str, Any]) -> None:
+        status, seconds, payload = await self.post("/recommend", body)
+        if phase is None:
+            return
+        phase.latencies["recommend"].append(seconds)
+        if status != 200:
+            phase.error("recommend", f"{status} {payload}")
+
+    async def add_and_check(self, phase: Phase, rng: random.Random) -> None:
+        history, top = self.pool[rng.randrange(len(self.pool))]
+        self.added += 1
+        new_id = f"bench-{os.getpid()}-{self.added}"
+        start = time.perf_counter()
+        status, seconds, payload = await self.post("/items", {"id": new_id, "text": self.texts[top]})
+        phase.latencies["items"].append(seconds)
+        if status != 201:
+            phase.error("items", f"{status} {payload}")
+            return
+        status, seconds, payload = await self.post(
+            "/recommend", {"history": history, "k": self.args.visible_k}
+        )
+        phase.latencies["recommend"].append(seconds)
+        if status != 200:
+            phase.error("recommend", f"{status} {payload}")
+            return
+        phase.latencies["add_visible"].append(time.perf_counter() - start)
+        if new_id not in payload["items"]:
+            phase.not_visible += 1
+
+    async def client(
+        self, phase: Phase | None, bodies: list[bytes], seed: int, add_share: float, until: float
+    ):
+        rng = random.Random(seed)
+        while time.perf_counter() < until:
+            if add_share and rng.random() < add_share:
+                await self.add_and_check(phase, rng)
+            else:
+                await self.recommend(phase, bodies[rng.randrange(len(bodies))])
+
+    async def run_phase(
+        self, name: str, bodies: list, add_share: float, seconds: float, server: Server | None
+    ):
+        phase = Phase(name)
+        load_before = os.getloadavg()
+        server_cpu = process_cpu_seconds(server.process.pid) if server else None
+        client_cpu = client_cpu_seconds()
+        start = time.perf_counter()
+        until = start + seconds
+        record = None if name == "warmup" else phase
+        await asyncio.gather(
+            *(
+                self.client(record, bodies, 1000 * c + len(name), add_share, until)
+                for c in range(self.args.clients)
+            )
+        )
+        phase.seconds = time.perf_counter() - start
+        result = phase.summary() if record else {}
+        result["load_average_before"] = load_before
+        result["load_average_after"] = os.getloadavg()
+        if server:
+            result["server_cpu_cores"] = (
+                process_cpu_seconds(server.process.pid) - server_cpu
+            ) / phase.seconds
+        result["client_cpu_cores"] = (client_cpu_seconds() - client_cpu) / phase.seconds
+        return result
+
+
+def print_table(results: dict[str, Any]) -> None:
+    print("phase | request | count | per s | p50 ms | p95 ms | p99 ms | max ms | errors")
+    for name in ("recommend", "mix"):
+        phase = results[name]
+        for kind in ("recommend", "items", "add_visible"):
+            row = phase[kind]
+            if not row["requests"]:
+                continue
+            errors = row.get("errors", phase["not_visible"])
+            errors_label = f"{errors} not visible" if kind == "add_visible" else str(errors)
+            cells = [f"{row[key]:.1f}" for key in ("p50_ms", "p95_ms", "p99_ms", "max_ms")]
+            print(
+                f"{name} | {kind.replace('_', ' -> ')} | {row['requests']} | {row['per_second']:.1f} | "
+                + " | ".join(cells)
+                + f" | {errors_label}"
+            )
+        print(
+            f"{name}: {phase['requests_per_second']:.1f} requests/s in all; server CPU "
+            f"{phase.get('server_cpu_cores', float('nan')):.2f} cores, "
+            f"client {phase['client_cpu_cores']:.2f}; "
+            f"load average {phase['load_average_before'][0]:.2f} -> {phase['load_average_after'][0]:.2f}"
+        )
+        for example in phase["error_examples"]:
+            print(f"  e.g. {example}")
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    aiohttp = import_optional("aiohttp", "the serving load test (benchmarks/bench_serving.py)")
+    items = [json.loads(line) for line in (args.export / "items.jsonl").read_text().splitlines()]
+    with tempfile.TemporaryDirectory(prefix="bench-serving-") as workdir:
+        server = None if args.url else Server(args.export, args.index, args.torch_threads, Path(workdir))
+        url = args.url or server.url
+        connector = aiohttp.TCPConnector(limit=args.clients)
+        timeout = aiohttp.ClientTimeout(total=args.request_timeout)
+        try:
+            async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+                await wait_until_healthy(session, url, server, args.start_timeout)
+                async with session.get(f"{url}/metadata") as response:
+                    metadata = await response.json()
+                max_len = int(metadata["model"]["max_len"])
+                test = LoadTest(aiohttp, session, url, args, items)
+                await test.build_pool(max_len, args.max_batch)
+                bodies = [{"history": h, "k": 10} for h in test.histories(HISTORIES, args.seed, max_len)]
+                results: dict[str, Any] = {
+                    "config": {
+                        "clients": args.clients,
+                        "duration_s": args.duration,
+                        "warmup_s": args.warmup,
+                        "add_share": args.add_share,
+                        "visible_k": args.visible_k,
+                        "index": args.index if server else "(the running service's)",
+                        "torch_threads": args.torch_threads,
+                        "url": url,
+                        "export": str(args.export),
+                        "catalogue": len(items),
+                        "pool_of_distinct_top_items": len(test.pool),
+                    },
+                    "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+                    "metadata": metadata,
+                }
+                print(
+                    f"{url}: {len(items)} items, max_len {max_len}, {args.clients} clients, "
+                    f"{args.duration:.0f} s per phase; adds copy the text of {len(test.pool)} distinct "
+                    "top-ranked items",
+                    flush=True,
+                )
+                results["warmup"] = await test.run_phase("warmup", bodies, 0.0, args.warmup, server)
+                results["recommend"] = await test.run_phase("recommend", bodies, 0.0, args.duration, server)
+                results["mix"] = await test.run_phase("mix", bodies, args.add_share, args.duration, server)
+        finally:
+            if server:
+                server.stop()
+                results_log = server.log_tail()
+        if server and results_log.strip():
+            print(f"service log (last lines):\n{results_log}")
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("export", type=Path, help="an export directory (transrec export --out)")
+    parser.add_argument("--clients", type=int, default=32, help="concurrent clients (default 32)")
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds per phase (default 20)")
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds of uncounted requests first")
+    parser.add_argument("--add-share", type=float, default=0.05, help="share of POST /items in the mix")
+    parser.add_argument("--visible-k", type=int, default=10, help="k of the recommendation after an add")
+    parser.add_argument("--index", default="exact", help="the service's retrieval index (default exact)")
+    parser.add_argument("--torch-threads", type=int, default=None, help="OMP_NUM_THREADS of the service")
+    parser.add_argument("--url", default=None, help="load an already running service instead")
+    parser.add_argument("--max-batch", type=int, default=256, help="the service's --max-batch")
+    parser.add_argument("--request-timeout", type=float, default=30.0)
+    parser.add_argument("--start-timeout", type=float, default=180.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--json", type=Path, default=Path("bench_serving.json"), help="where to write figures"
+    )
+    args = parser.parse_args()
+    if not (args.export / "items.jsonl").is_file():
+        raise SystemExit(f"{args.export} is not a transrec export (no items.jsonl); see transrec export")
+    results = asyncio.run(main_async(args))
+    print_table(results)
+    args.json.write_text(json.dumps(results, indent=2, default=float) + "\n")
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
