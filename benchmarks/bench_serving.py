@@ -18,8 +18,9 @@ a service already running instead. The clients are asyncio tasks sharing one aio
    ``--visible-k`` counts as not visible.
 
 An error is a response other than 200 (201 for an add) or a failed connection. The server's CPU time
-(from /proc) and the client's are printed too: both share the machine's cores. Prints a table and
-writes every figure as JSON (``--json``).
+(from /proc) and the client's are printed too: both share the machine's cores, and the server's CPU
+time per request does not depend on what other processes leave it. Prints a table and writes every
+figure as JSON (``--json``).
 
     python benchmarks/bench_serving.py EXPORT_DIR                  # 32 clients, 20 s per phase
     python benchmarks/bench_serving.py EXPORT_DIR --clients 8 --duration 5 --json out.json
@@ -258,9 +259,11 @@ class LoadTest:
         result["load_average_before"] = load_before
         result["load_average_after"] = os.getloadavg()
         if server:
-            result["server_cpu_cores"] = (
-                process_cpu_seconds(server.process.pid) - server_cpu
-            ) / phase.seconds
+            cpu = process_cpu_seconds(server.process.pid) - server_cpu
+            result["server_cpu_cores"] = cpu / phase.seconds
+            # CPU per request does not depend on how much of the machine others leave the service.
+            requests = len(phase.latencies["recommend"]) + len(phase.latencies["items"])
+            result["server_cpu_ms_per_request"] = 1e3 * cpu / max(requests, 1)
         result["client_cpu_cores"] = (client_cpu_seconds() - client_cpu) / phase.seconds
         return result
 
@@ -283,7 +286,8 @@ def print_table(results: dict[str, Any]) -> None:
             )
         print(
             f"{name}: {phase['requests_per_second']:.1f} requests/s in all; server CPU "
-            f"{phase.get('server_cpu_cores', float('nan')):.2f} cores, "
+            f"{phase.get('server_cpu_cores', float('nan')):.2f} cores "
+            f"({phase.get('server_cpu_ms_per_request', float('nan')):.2f} ms per request), "
             f"client {phase['client_cpu_cores']:.2f}; "
             f"load average {phase['load_average_before'][0]:.2f} -> {phase['load_average_after'][0]:.2f}"
         )
