@@ -166,6 +166,8 @@ def test_similar_items_ranks_by_item_vector_without_the_item(exports):
     scores = vectors @ vectors[4]
     scores[0] = scores[4] = -torch.inf
     assert answer.items == [built.dataset.item_ids[i] for i in scores.topk(3).indices.tolist()]
+    everything = rec.similar_items(built.dataset.item_ids[4], k=1000).items
+    assert sorted(everything) == sorted(set(built.dataset.item_ids[1:]) - {built.dataset.item_ids[4]})
 
 
 def test_added_items_are_recommended_at_once_and_after_a_reload(exports, writable):
@@ -243,7 +245,7 @@ def test_an_id_model_cannot_add_items_by_content(exports, writable):
     rec = Recommender.load(writable("id"))
     with pytest.raises(ContentError) as err:
         rec.add_items([{"id": "n1", "text": "red shoes"}])
-    assert err.value.reason == "unsupported_modality"
+    assert err.value.reason == "unsupported_modality" and "reads no content" in str(err.value)
     assert rec.recommend([exports["id"].dataset.item_ids[1]], k=3).items  # still serves its catalogue
 
 

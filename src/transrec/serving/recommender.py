@@ -236,11 +236,10 @@ class Recommender:
         local, excludes, used = [], [], []
         for u in queries:
             history = histories[u]
-            recent = history[-room:]
+            first = max(len(history) - room, 0)  # the most recent `room` entries
             rows = []
-            for t, entry in enumerate(
-                history[len(history) - len(recent) :], start=len(history) - len(recent)
-            ):
+            for t in range(first, len(history)):
+                entry = history[t]
                 if isinstance(entry, str):
                     rows.append(
                         catalogue_rows.setdefault(self._raw_to_internal[entry], len(catalogue_rows) + 1)
@@ -248,7 +247,7 @@ class Recommender:
                 else:
                     rows.append(-1 - record_row[(u, t)])  # a record: placed after the catalogue rows below
             local.append(rows)
-            used.append(len(recent))
+            used.append(len(history) - first)
             seen = set()
             if exclude_seen:
                 for entry in history:
