@@ -2,8 +2,6 @@ import json
 import shutil
 from pathlib import Path
 
-import pytest
-
 from transrec.cli.main import main
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
@@ -42,33 +40,6 @@ def test_prepare_refuses_a_malformed_row_naming_file_and_line(tmp_path, capsys):
     assert main(["data", "prepare", str(source), "--format", "recbole", "--output", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "mini.inter, line" in err and not (tmp_path / "o").exists()
-
-
-def run_quick_demo(root, out, monkeypatch, capsys) -> None:
-    """``transrec demo --quick`` with the data root ``root`` as ``$TRANSREC_HOME``; checks what it prints
-    and writes."""
-    monkeypatch.setenv("TRANSREC_HOME", str(root))
-    assert main(["demo", "--quick", "--quiet", "--output", str(out)]) == 0
-    printed = capsys.readouterr().out
-    # MovieLens-100K after 5-core (the stand-in is built to give the same figures).
-    assert "943 users, 1,349 items, 99,287 interactions" in printed
-    for row in ("| IDRec |", "| TS |", "| NoPT |", "| HasPT |", "| Zero-shot |", "| Popularity |",
-                "| Improv. HasPT over NoPT |"):  # fmt: skip
-        assert row in printed, row
-    results = json.loads((out / "results.json").read_text())
-    assert results["methods"]["HasPT"]["seeds"] == [0, 1]
-    assert (out / "results.md").read_text().count("\n| ") >= 7
-    assert (out / "convergence.png").read_bytes()[:4] == b"\x89PNG"
-
-
-def test_demo_quick(ml100k_root, tmp_path, monkeypatch, capsys, offline):
-    """The quick demo end to end on the generated stand-in, found in $TRANSREC_HOME, with no network."""
-    run_quick_demo(ml100k_root, tmp_path / "demo", monkeypatch, capsys)
-
-
-@pytest.mark.slow
-def test_demo_quick_on_the_real_movielens(real_ml100k_root, tmp_path, monkeypatch, capsys):
-    run_quick_demo(real_ml100k_root, tmp_path / "demo", monkeypatch, capsys)
 
 
 def test_synth_prepares_a_source_and_a_target(tmp_path, capsys):

@@ -2,12 +2,18 @@
 
 1. fetches and prepares MovieLens-100K (5-core, leave-one-out) and prints its figures;
 2. splits it into a source and a target platform that share no user and no item
-   (``transrec.demo.split``) and prepares both with MiniLM tokens (and covers in ``--modality mom``);
-3. pre-trains on the source, then compares IDRec, two-stage, NoPT, HasPT and zero-shot on the target
-   over several seeds (``transrec.demo.pipeline``);
-4. writes ``results.md``, ``results.json`` and ``convergence.png`` and prints the table.
+   (``transrec.demo.split``) and prepares both with MiniLM tokens (and covers in ``--modality mom``), the
+   target with the new-item protocol (``--new-items``);
+3. pre-trains on the source once per seed, compares Popularity, IDRec, two-stage, NoPT, HasPT and
+   zero-shot on the target over those seeds, then trains IDRec, NoPT and HasPT on shares of the target's
+   users (``transrec.demo.runs``);
+4. writes ``results.md``, ``results.json``, ``convergence.png`` and ``scarcity.png`` with the paired
+   significance tests and the conclusions (``transrec.demo.summary``, ``report``, ``plots``), and prints
+   them.
 
-``--quick`` runs the same pipeline on a slice (60 users per platform, 2 seeds, 2 epochs).
+Every run has its own directory under the output folder and continues there (``resume: auto``): a
+demo interrupted and started again trains only what is missing. ``--quick`` runs the same pipeline on a
+slice (60 users per platform, 2 seeds, at most 2 epochs).
 """
 
 from __future__ import annotations
@@ -20,23 +26,63 @@ from datetime import date
 from pathlib import Path
 
 from transrec.data.paths import data_root
+from transrec.errors import UsageError
 
 logger = logging.getLogger(__name__)
 
 
 def add_parser(commands) -> None:
     demo = commands.add_parser(
-        "demo", help="the transfer demo on MovieLens-100K: source/target platforms, results table, plots"
+        "demo", help="the transfer demo on MovieLens-100K: new items, target scarcity, paired tests, plots"
     )
     demo.add_argument("--root", help="data folder (default $TRANSREC_HOME or ~/.cache/transrec)")
-    demo.add_argument("--output", help="results folder (default runs/demo, runs/demo-quick)")
+    demo.add_argument("--output", help="results and run folder (default runs/demo, runs/demo-quick)")
     demo.add_argument("--quick", action="store_true", help="the same pipeline on a small slice (smoke test)")
     modality_help = "text: every item through MiniLM; mom: each item keeps its text or its cover"
     demo.add_argument("--modality", choices=["text", "mom"], default="text", help=modality_help)
-    demo.add_argument("--seeds", type=int, help="number of seeds per method (default 3; 2 with --quick)")
-    demo.add_argument("--epochs", type=int, help="epochs per run (default 12; 2 with --quick)")
+    demo.add_argument("--seeds", type=int, help="seeds of the main table, each with its own source "
+                      "pre-training (default 3; 2 with --quick)")  # fmt: skip
+    demo.add_argument("--scarcity-seeds", type=int, help="seeds of the scarcity grid, the first of --seeds "
+                      "(default: all of them; 1 with --quick)")  # fmt: skip
+    demo.add_argument("--fractions", help="shares of the target's users of the scarcity grid, "
+                      "comma-separated (default 0.1,0.3,1; 0.5,1 with --quick)")  # fmt: skip
+    demo.add_argument("--new-items", type=float, help="share of the target's items made new (default 0.1)")
+    demo.add_argument("--epochs", type=int, help="epoch cap of every run; early stopping ends them first "
+                      "(default 40; 2 with --quick)")  # fmt: skip
+    demo.add_argument("--patience", type=int, help="epochs without a better validation NDCG@10 (default 3)")
+    demo.add_argument("--images", help="also copy the plots here as demo_*.png (e.g. docs/images)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars or lines, only warnings")
     demo.set_defaults(run=run_demo)
+
+
+def demo_config(args: argparse.Namespace):
+    """The ``DemoConfig`` the arguments ask for; ``UsageError`` names a bad one."""
+    from transrec.demo.pipeline import DemoConfig
+
+    overrides: dict = {"modality": args.modality}
+    if args.output:
+        overrides["output_dir"] = args.output
+    for name in ("seeds", "scarcity_seeds", "epochs", "patience"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    if args.seeds:
+        overrides["seeds"] = tuple(range(args.seeds))
+    if args.scarcity_seeds:
+        overrides["scarcity_seeds"] = tuple(range(args.scarcity_seeds))
+    if args.fractions:
+        try:
+            overrides["fractions"] = tuple(float(f) for f in args.fractions.split(","))
+        except ValueError:
+            message = f"--fractions must be numbers separated by commas, got {args.fractions!r}"
+            raise UsageError(message) from None
+    if args.new_items is not None:
+        overrides["new_items"] = args.new_items
+    if args.epochs:
+        overrides.update(epochs=args.epochs, source_epochs=args.epochs)
+    if args.patience:
+        overrides["patience"] = args.patience
+    return DemoConfig.quick(**overrides) if args.quick else DemoConfig(**overrides)
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -45,19 +91,15 @@ def run_demo(args: argparse.Namespace) -> int:
     from transrec.data.movielens import fetch_ml100k
     from transrec.data.prepare import PrepareConfig, prepare
     from transrec.data.prepared import PreparedDataset
-    from transrec.demo.pipeline import DemoConfig, prepare_platforms, run_methods
-    from transrec.demo.report import markdown_table, summarise, write_results
+    from transrec.demo.pipeline import prepare_platforms
+    from transrec.demo.report import main_table, scarcity_table, significance_lines, write_results
+    from transrec.demo.runs import run_all
+    from transrec.demo.summary import summarise
 
     started = time.perf_counter()
-    overrides: dict = {"modality": args.modality}
-    if args.output:
-        overrides["output_dir"] = args.output
-    if args.seeds:
-        overrides["seeds"] = tuple(range(args.seeds))
-    if args.epochs:
-        overrides.update(epochs=args.epochs, source_epochs=args.epochs)
-    config = DemoConfig.quick(**overrides) if args.quick else DemoConfig(**overrides)
+    config = demo_config(args)
     root = data_root(args.root)
+    stages: dict[str, float] = {}
 
     _stage("1/4 MovieLens-100K")
     folder = fetch_ml100k(root)
@@ -70,43 +112,78 @@ def run_demo(args: argparse.Namespace) -> int:
         dataset = prepare(raw, full, output, source={"format": "movielens", "path": str(folder)},
                           overwrite=True, progress=False)  # fmt: skip
     print_summary(dataset)
+    stages["MovieLens-100K"] = time.perf_counter() - started
 
     _stage("2/4 source and target platforms")
+    mark = time.perf_counter()
     source, target = prepare_platforms(folder, root, config)
     for part in (source, target):
         counts = f"{part.n_users:,} users, {part.n_items:,} items, {part.n_interactions:,} interactions"
-        print(f"{part.name}: {counts}")
+        new = (part.meta.get("new_items") or {}).get("items")
+        print(f"{part.name}: {counts}" + (f", {new} new items" if new else ""))
+    stages["platforms"] = time.perf_counter() - mark
 
-    _stage("3/4 pre-training on the source, transfer to the target")
-    runs = run_methods(source, target, config, progress=not args.quiet)
+    _stage("3/4 pre-training on the source, the methods on the target, the scarcity grid")
+    demo = run_all(source, target, config, progress=not args.quiet)
+    stages.update(demo.stage_seconds)
 
     _stage("4/4 results")
-    summary = summarise(runs)
-    wall = time.perf_counter() - started
-    context = {
-        "title": f"Transfer demo: MovieLens-100K source -> target ({config.modality})",
-        "date": date.today().isoformat(),
-        "machine": f"{platform.machine()}, {_cpu_count()} CPU cores, torch device {_device()}",
-        "wall time (s)": round(wall, 1),
-        "command": "transrec demo" + (" --quick" if args.quick else "") + f" --modality {config.modality}",
-        "source": f"{source.n_users} users, {source.n_items} items, {source.n_interactions} interactions",
-        "target": f"{target.n_users} users, {target.n_items} items, {target.n_interactions} interactions",
-        "protocol": "leave-one-out, full ranking over the target catalogue, history excluded; test metrics "
-        "of the best validation epoch",
-        "model": (
-            f"SASRec d={config.d_model}, {config.n_layers} blocks, max_len {config.max_len}, BCE with 1 "
-            f"negative, batch {config.batch_size}, at most {config.epochs} epochs (patience "
-            f"{config.patience}); MiniLM top {config.trainable_blocks} block(s) fine-tuned (NoPT, HasPT), "
-            "frozen with a 2-layer DNN on top (TS)"
-        ),
-    }
-    files = write_results(summary, Path(config.output_dir), context)
-    print(markdown_table(summary))
+    mark = time.perf_counter()
+    summary = summarise(demo, config)  # the paired bootstraps take most of this stage
+    stages["summary and tests"] = time.perf_counter() - mark
+    wall = time.perf_counter() - started  # the plots and files written next take about a second more
+    summary["stage_seconds"] = {k: round(v, 1) for k, v in stages.items()}
+    context = {**_context(args, config, source, target), "wall time (s)": round(wall, 1)}
+    images = Path(args.images) if args.images else None
+    files = write_results(summary, Path(config.output_dir), context, images)
+    print(main_table(summary))
+    print()
+    for line in significance_lines(summary):
+        print(f"- {line}")
+    table = scarcity_table(summary)
+    if table:
+        print()
+        print(table)
+    print()
+    for line in summary["conclusions"][len(summary["significance"]) :]:
+        print(f"- {line}")
     print()
     for kind, path in files.items():
         print(f"{kind}: {path}")
+    print("stage wall times: " + ", ".join(f"{k} {v:.0f} s" for k, v in stages.items()))
     print(f"done in {wall:.0f} s")
     return 0
+
+
+def _context(args, config, source, target) -> dict:
+    grid = ", ".join(f"{f:.0%}" for f in config.fractions)
+    return {
+        "title": f"Transfer demo: MovieLens-100K source -> target ({config.modality})",
+        "date": date.today().isoformat(),
+        "machine": f"{platform.machine()}, {_cpu_count()} CPU cores, torch device {_device()}",
+        "command": "transrec demo" + (" --quick" if args.quick else "") + f" --modality {config.modality}",
+        "source": f"{source.n_users} users, {source.n_items} items, {source.n_interactions} interactions",
+        "target": f"{target.n_users} users, {target.n_items} items ({config.new_items:.0%} made new: "
+        f"{(target.meta.get('new_items') or {}).get('items', 0)}), {target.n_interactions} interactions",
+        "protocol": "leave-one-out, full ranking over the target catalogue, history excluded; test metrics "
+        "of the best validation epoch; new-item columns over the test users whose target is a new item",
+        "model": (
+            f"SASRec d={config.d_model}, {config.n_layers} blocks, max_len {config.max_len}, BCE with 1 "
+            f"negative, batch {config.batch_size}; MiniLM top {config.trainable_blocks} block(s) fine-tuned "
+            "(NoPT, HasPT, source), frozen with a 2-layer DNN on top (TS)"
+        ),
+        "budget": (
+            f"early stopping with patience {config.patience} on validation NDCG@10, epoch cap "
+            f"{config.epochs} (source {config.source_epochs}); seeds {list(config.seeds)}, each with its "
+            f"own source pre-training; scarcity grid at {grid} of the target's users over seeds "
+            f"{list(config.grid_seeds)}"
+        ),
+        "significance": (
+            f"paired bootstrap of per-user NDCG@10 over test users ({config.bootstrap_resamples} "
+            "resamples; every seed of a drawn user kept, seed s of one method paired with seed s of the "
+            "other), 95% percentile interval, two-sided p-value (transrec.evaluation.significance)"
+        ),
+    }
 
 
 def _stage(title: str) -> None:

@@ -1,4 +1,4 @@
-"""The transfer demo: pre-train on the source platform, compare transfer methods on the target.
+"""The demo's configuration, its two platforms and the training run of each method.
 
 Every method trains the same SASRec user encoder with the same objective, budget and protocol on the
 target platform (5-core, leave-one-out, full ranking, history excluded); only the item side and the
@@ -8,37 +8,38 @@ initialisation differ:
     IDRec       item ID embeddings (nothing transfers)
     TS          two-stage: frozen MiniLM, its pooled output cached, a 2-layer DNN on top (NoPT)
     NoPT        MiniLM with its top block(s) fine-tuned end to end, user encoder from scratch
-    HasPT       NoPT's model with every weight from the source checkpoint
-    Zero-shot   the source checkpoint applied to the target test set, no training
+    HasPT       NoPT's model with every weight from the source checkpoint of the same seed
+    Zero-shot   the source checkpoint of each seed applied to the target test set, no training
 
 With ``modality: mom`` every item keeps one modality (its text or its rendered cover) and the item
 encoder is MiniLM or EfficientNet-Lite0 per item (TransRec's mixture of modality).
-The frozen bottom of every encoder is computed once (``trunk_cache``), which is what makes end-to-end
-top-block training fit a laptop CPU here.
+
+The target platform is prepared with the new-item protocol (``PrepareConfig.new_items``): the items
+first seen latest occur only as test targets, so that the test users whose target is new measure what
+content does for items without interactions (MoRec Appendix Table 9). The source needs no new items.
+The frozen bottom of every encoder is computed once per run (``TrainConfig.trunk_cache``), which is what
+makes end-to-end top-block training fit a laptop CPU here.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from transrec.config import to_dict
+from transrec.config import ConfigError, to_dict
 from transrec.data.prepare import PrepareConfig, prepare
 from transrec.data.prepared import PreparedDataset
-from transrec.evaluation.protocol import evaluate_scorer
-from transrec.models.baselines import BASELINES
 from transrec.models.recommender import ModelConfig
-from transrec.training.checkpoint import evaluate_checkpoint
 from transrec.training.config import OptimConfig, TrainConfig
-from transrec.training.trainer import train
 
 logger = logging.getLogger(__name__)
 
 METHODS = ("Popularity", "IDRec", "TS", "NoPT", "HasPT", "Zero-shot")
+#: Methods that train on the target (one run per seed); the others are evaluated only.
+TRAINED = ("IDRec", "TS", "NoPT", "HasPT")
 
 
 @dataclass
@@ -46,20 +47,32 @@ class DemoConfig:
     """What the demo runs.
 
     Args:
-        output_dir: results and every run directory.
-        seeds: one target run per method and seed (the source is pre-trained once, with the first).
+        output_dir: results and every run directory (a run already finished there is not trained again).
+        seeds: one source pre-training and one target run per method and seed; HasPT seed s starts from
+            the source run of seed s.
+        scarcity_seeds: the seeds of the target-scarcity grid (None: ``seeds``).
+        fractions: shares of the target's users the scarcity grid trains on (``TrainConfig
+            .user_fraction``, seeded); 1.0 is the main table's runs. Every run is tested on all users.
+        scarcity_methods: the methods of the grid.
+        new_items: share of the target's items made new (``PrepareConfig.new_items``; 0: none).
         modality: ``text`` (every item through MiniLM) or ``mom`` (each item keeps one modality).
         users_per_platform: keep this many users per platform (None: all); ``--quick`` uses a slice.
         split_seed: seed of the user and item halves.
         d_model, max_len, n_layers: the SASRec recommender (shared by every method).
         trainable_blocks: top blocks of MiniLM (and EfficientNet) fine-tuned end to end.
-        epochs, patience, batch_size: per run; the source pre-training gets ``source_epochs``.
-        lr, encoder_lr: AdamW learning rates of the recommender and of the modality encoders.
+        epochs: the cap of every target run; early stopping (``patience`` epochs without a better
+            validation NDCG@10) is meant to end them first. ``source_epochs``: the cap of pre-training.
+        batch_size, lr, encoder_lr: per run (AdamW learning rates of the recommender and the encoders).
         image_size: side of the stored covers (``mom`` only; EfficientNet-Lite0 sees 224).
+        bootstrap_resamples: replicates of each paired bootstrap (``evaluation.significance``).
     """
 
     output_dir: str = "runs/demo"
     seeds: tuple[int, ...] = (0, 1, 2)
+    scarcity_seeds: tuple[int, ...] | None = None
+    fractions: tuple[float, ...] = (0.1, 0.3, 1.0)
+    scarcity_methods: tuple[str, ...] = ("IDRec", "NoPT", "HasPT")
+    new_items: float = 0.1
     modality: Literal["text", "mom"] = "text"
     users_per_platform: int | None = None
     split_seed: int = 0
@@ -67,54 +80,75 @@ class DemoConfig:
     max_len: int = 20
     n_layers: int = 2
     trainable_blocks: int = 1
-    epochs: int = 12
-    source_epochs: int = 12
+    epochs: int = 40
+    source_epochs: int = 40
     patience: int = 3
     batch_size: int = 64
     lr: float = 1e-3
     encoder_lr: float = 1e-4
     image_size: int = 224
+    bootstrap_resamples: int = 10_000
     methods: tuple[str, ...] = field(default=METHODS)
+
+    def __post_init__(self) -> None:
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
+            raise ConfigError(f"seeds must be distinct non-negative integers, got {list(self.seeds)}")
+        if self.scarcity_seeds is not None and not set(self.scarcity_seeds) <= set(self.seeds):
+            # HasPT at a fraction starts from the source run of its seed, which only `seeds` pre-train.
+            raise ConfigError(
+                f"scarcity_seeds {list(self.scarcity_seeds)} must be among seeds {list(self.seeds)}"
+            )
+        if not all(0.0 < f <= 1.0 for f in self.fractions) or len(set(self.fractions)) != len(self.fractions):
+            raise ConfigError(f"fractions must be distinct shares in (0, 1], got {list(self.fractions)}")
+        unknown = sorted(set(self.methods) - set(METHODS)) + sorted(set(self.scarcity_methods) - set(TRAINED))
+        if unknown:
+            raise ConfigError(f"unknown demo method(s) {unknown}: methods are {', '.join(METHODS)}, "
+                              f"scarcity methods among {', '.join(TRAINED)}")  # fmt: skip
+        if not 0.0 <= self.new_items < 1.0:
+            raise ConfigError(f"new_items must be a share of the items in [0, 1), got {self.new_items}")
+        for key in ("epochs", "source_epochs", "patience", "bootstrap_resamples"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key} must be at least 1, got {getattr(self, key)}")
+
+    @property
+    def grid_seeds(self) -> tuple[int, ...]:
+        """The seeds of the scarcity grid."""
+        return self.seeds if self.scarcity_seeds is None else self.scarcity_seeds
 
     @classmethod
     def quick(cls, **overrides: Any) -> DemoConfig:
-        """The same pipeline on a slice: 60 users per platform, 2 seeds, 2 epochs."""
-        options: dict[str, Any] = dict(users_per_platform=60, seeds=(0, 1), epochs=2, source_epochs=2,
-                                       max_len=10, image_size=64, output_dir="runs/demo-quick")  # fmt: skip
+        """The same pipeline on a slice: 60 users per platform, 2 seeds (1 for the scarcity grid, at 50%
+        and 100%), at most 2 epochs."""
+        options: dict[str, Any] = dict(users_per_platform=40, seeds=(0, 1), scarcity_seeds=(0,),
+                                       fractions=(0.5, 1.0), epochs=2, source_epochs=2, max_len=10,
+                                       image_size=64, bootstrap_resamples=1000,
+                                       output_dir="runs/demo-quick")  # fmt: skip
         options.update(overrides)
         return cls(**options)
 
 
-@dataclass
-class MethodRun:
-    method: str
-    seed: int
-    test: dict[str, float]
-    valid_curve: list[float]  # validation NDCG@10 per epoch (empty for zero-shot)
-    seconds: float
-
-
 def prepare_platforms(raw_folder: Path, root: Path, config: DemoConfig) -> tuple[PreparedDataset, ...]:
-    """Split MovieLens-100K into the two platforms and prepare each (reused when already prepared)."""
+    """Split MovieLens-100K into the two platforms and prepare each (reused when already prepared with the
+    same settings); the target with ``config.new_items``."""
     from transrec.data.loaders import load_raw
     from transrec.demo.split import split_platforms
 
     prep = PrepareConfig(tokenizer="minilm", modality="mom" if config.modality == "mom" else "text",
                          image_size=config.image_size, seed=config.split_seed)  # fmt: skip
+    preps = {"source": prep, "target": replace(prep, new_items=config.new_items)}
     slice_name = "all" if config.users_per_platform is None else f"{config.users_per_platform}u"
     base = root / "prepared" / f"ml-100k-demo-{config.modality}-{slice_name}-s{config.split_seed}"
-    wanted = to_dict(prep)
-    if all(_prepared_with(base / part, wanted) for part in ("source", "target")):
+    if all(_prepared_with(base / part, to_dict(preps[part])) for part in preps):
         logger.info(f"using the prepared platforms in {base}")
         return PreparedDataset(base / "source"), PreparedDataset(base / "target")
     logger.info("splitting MovieLens-100K into a source and a target platform (no shared user or item)...")
     raw = load_raw("movielens", raw_folder)
     parts = split_platforms(raw, config.split_seed, config.users_per_platform)
     out = []
-    for part, platform in zip(("source", "target"), parts, strict=True):
+    for part, platform in zip(preps, parts, strict=True):
         source = {"format": "movielens", "path": str(raw_folder), "split": part, "seed": config.split_seed,
                   "users_per_platform": config.users_per_platform}  # fmt: skip
-        out.append(prepare(platform, prep, base / part, source=source, overwrite=True, progress=False))
+        out.append(prepare(platform, preps[part], base / part, source=source, overwrite=True, progress=False))
     return tuple(out)
 
 
@@ -140,7 +174,9 @@ def item_encoder(config: DemoConfig, method: str) -> tuple[str, dict[str, Any]]:
 
 
 def train_config(config: DemoConfig, dataset: PreparedDataset, out: Path, method: str, seed: int,
-                 epochs: int) -> TrainConfig:  # fmt: skip
+                 epochs: int, user_fraction: float = 1.0) -> TrainConfig:  # fmt: skip
+    """The run of ``method`` (``NoPT`` for the source pre-training) with ``seed`` on ``dataset``; HasPT's
+    ``init_checkpoint`` is set by the caller (``demo.runs``), which knows the source run of the seed."""
     name, items = item_encoder(config, method)
     # IDRec has no backbone and TS freezes its backbones: no optimizer group of theirs reads encoder_lr,
     # and training.validation refuses a key the run would ignore.
@@ -151,54 +187,5 @@ def train_config(config: DemoConfig, dataset: PreparedDataset, out: Path, method
     return TrainConfig(
         dataset=str(dataset.path), output_dir=str(out), model=model, mode="s2s", objective="bce",
         batch_size=config.batch_size, epochs=epochs, patience=config.patience, seed=seed,
-        resume=False, optim=OptimConfig(lr=config.lr, **encoder_lr),
+        user_fraction=user_fraction, resume="auto", optim=OptimConfig(lr=config.lr, **encoder_lr),
     )  # fmt: skip
-
-
-def run_methods(source: PreparedDataset, target: PreparedDataset, config: DemoConfig,
-                progress: bool = True) -> list[MethodRun]:  # fmt: skip
-    """Pre-train on ``source`` once, then run every method and seed on ``target``."""
-    out = Path(config.output_dir)
-    runs: list[MethodRun] = []
-    needs_source = {"HasPT", "Zero-shot"} & set(config.methods)
-    checkpoint = out / "source" / "best"
-    trained = [m for m in config.methods if m not in ("Zero-shot", "Popularity")]
-    total = len(config.seeds) * len(trained) + bool(needs_source)
-    step = 0
-    if needs_source:
-        step += 1
-        logger.info(
-            f"[{step}/{total}] pre-training on the source ({source.n_users} users, {source.n_items} items)"
-        )
-        started = time.perf_counter()
-        pretrain = train_config(config, source, out / "source", "NoPT", config.seeds[0], config.source_epochs)
-        result = train(pretrain, progress=progress)
-        logger.info(
-            f"      source test NDCG@10 {result.test['NDCG@10']:.4f} ({time.perf_counter() - started:.0f} s)"
-        )
-    for method in config.methods:
-        if method == "Popularity":
-            scorer = BASELINES.get("popularity")(target, 0)
-            runs.append(MethodRun(method, config.seeds[0], evaluate_scorer(target, scorer, "test"), [], 0.0))
-            continue
-        if method == "Zero-shot":
-            started = time.perf_counter()
-            test = evaluate_checkpoint(checkpoint, target, "test")
-            runs.append(MethodRun(method, config.seeds[0], test, [], time.perf_counter() - started))
-            logger.info(f"      zero-shot on the target: NDCG@10 {test['NDCG@10']:.4f}")
-            continue
-        for seed in config.seeds:
-            step += 1
-            logger.info(f"[{step}/{total}] {method} on the target, seed {seed}")
-            run_config = train_config(
-                config, target, out / f"{method}-seed{seed}", method, seed, config.epochs
-            )
-            if method == "HasPT":
-                run_config = replace(run_config, init_checkpoint=str(checkpoint))
-            result = train(run_config, progress=progress)
-            curve = [json.loads(line)["valid_NDCG@10"]
-                     for line in (result.output_dir / "metrics.jsonl").read_text().splitlines()]  # fmt: skip
-            runs.append(MethodRun(method, seed, result.test or {}, curve, result.seconds))
-            logger.info(f"      test NDCG@10 {result.test['NDCG@10']:.4f} HR@10 {result.test['HR@10']:.4f} "
-                        f"({result.seconds:.0f} s, best epoch {result.best_epoch})")  # fmt: skip
-    return runs

@@ -1,108 +1,132 @@
-"""The demo's results: a Markdown table in the papers' layout, the same as JSON, convergence plots."""
+"""The demo's results as Markdown and JSON, rendered from the dict of ``demo.summary.summarise`` (or
+from a ``results.json`` read back): the main table, the scarcity table, the significance lines and the
+conclusions. A cell without a value (a collapsed run, no new-item user) shows as ``—``."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from transrec.demo.plots import plot_convergence, plot_scarcity
+from transrec.demo.summary import METRIC, comparison_sentence
 
-from transrec.demo.pipeline import MethodRun
-
-COLUMNS = ("HR@10", "NDCG@10", "HR@20", "NDCG@20")
-
-
-def summarise(runs: list[MethodRun]) -> dict[str, Any]:
-    """Mean and standard deviation (over seeds) of every metric per method, and HasPT over NoPT."""
-    methods: dict[str, Any] = {}
-    for name in dict.fromkeys(run.method for run in runs):
-        mine = [run for run in runs if run.method == name]
-        methods[name] = {
-            "seeds": [run.seed for run in mine],
-            "seconds": [round(run.seconds, 1) for run in mine],
-            "mean": {k: float(np.mean([run.test[k] for run in mine])) for k in mine[0].test},
-            "std": {k: float(np.std([run.test[k] for run in mine])) for k in mine[0].test},
-            "per_seed": [run.test for run in mine],
-            "valid_ndcg10_per_epoch": [run.valid_curve for run in mine],
-        }
-    summary: dict[str, Any] = {"methods": methods}
-    if "HasPT" in methods and "NoPT" in methods:
-        has, no = methods["HasPT"]["mean"], methods["NoPT"]["mean"]
-        summary["haspt_over_nopt"] = {k: (has[k] - no[k]) / no[k] if no[k] else None for k in COLUMNS}
-    return summary
+MISSING = "—"
+COLUMNS = (("HR@10", "HR@10"), ("NDCG@10", "NDCG@10"), ("new/HR@10", "new-item HR@10"),
+           ("new/NDCG@10", "new-item NDCG@10"))  # fmt: skip
 
 
-def markdown_table(summary: dict[str, Any]) -> str:
-    """Rows = methods, columns = HR@10, NDCG@10, HR@20, NDCG@20 (mean ± std over seeds) and the relative
-    change of NDCG@10 against NoPT; a last row gives HasPT's relative improvement over NoPT per column."""
+def main_table(summary: dict[str, Any]) -> str:
+    """Rows = methods; columns = HR@10 and NDCG@10 over all test users and over the users whose target is a
+    new item (mean ± std over seeds), NDCG@10 against NoPT, and the epochs the runs took."""
+    users = summary["users"]
     methods = summary["methods"]
-    nopt = methods.get("NoPT", {}).get("mean", {}).get("NDCG@10")
-    header = "| Method | seeds | " + " | ".join(COLUMNS) + " | NDCG@10 vs NoPT |"
-    lines = [header, "|---|---|" + "---|" * (len(COLUMNS) + 1)]
+    nopt = methods.get("NoPT", {}).get("mean", {}).get(METRIC)
+    titles = [title for _, title in COLUMNS]
+    lines = [
+        f"Test users: all {users['all']}, new-item targets {users['new']}.",
+        "",
+        "| Method | seeds | " + " | ".join(titles) + f" | {METRIC} vs NoPT | epochs (best / run) |",
+        "|---|---|" + "---|" * (len(COLUMNS) + 2),
+    ]
     for name, entry in methods.items():
-        cells = [f"{entry['mean'][c]:.4f} ± {entry['std'][c]:.4f}" for c in COLUMNS]
-        change = "" if not nopt or name == "NoPT" else _percent((entry["mean"]["NDCG@10"] - nopt) / nopt)
-        lines.append(f"| {name} | {len(entry['seeds'])} | " + " | ".join(cells) + f" | {change} |")
-    if "haspt_over_nopt" in summary:
-        gains = summary["haspt_over_nopt"]
-        cells = ["" if gains[c] is None else _percent(gains[c]) for c in COLUMNS]
-        lines.append("| Improv. HasPT over NoPT | | " + " | ".join(cells) + " | |")
+        seeds = len(entry["seeds"])
+        row = [_cell(entry["mean"].get(key), entry["std"].get(key), seeds) for key, _ in COLUMNS]
+        mean = entry["mean"].get(METRIC)
+        change = "" if name == "NoPT" or not nopt or mean is None else _percent((mean - nopt) / nopt)
+        lines.append(f"| {name} | {seeds} | " + " | ".join(row) + f" | {change} | {_epochs(entry)} |")
     return "\n".join(lines)
+
+
+def scarcity_table(summary: dict[str, Any]) -> str:
+    """Rows = methods; columns = the share of the target's users trained on; cells = test NDCG@10 over all
+    test users, mean ± std over the grid's seeds."""
+    grid = summary["scarcity"]
+    if not grid:
+        return ""
+    fractions = list(next(iter(grid.values())))
+    lines = ["| Method | " + " | ".join(f"{float(f):.0%} of users" for f in fractions) + " |",
+             "|---|" + "---|" * len(fractions)]  # fmt: skip
+    for method, points in grid.items():
+        row = [_cell(points[f]["mean"], points[f]["std"], len(points[f]["seeds"])) for f in fractions]
+        lines.append(f"| {method} | " + " | ".join(row) + " |")
+    seeds = sorted({s for points in grid.values() for p in points.values() for s in p["seeds"]})
+    lines += ["", f"Test {METRIC} on all test users, mean ± std over seeds {seeds}."]
+    return "\n".join(lines)
+
+
+def significance_lines(summary: dict[str, Any]) -> list[str]:
+    return [comparison_sentence(c, summary["users"]) for c in summary["significance"]]
+
+
+def source_line(summary: dict[str, Any]) -> str:
+    source = summary.get("source") or {}
+    values = [v for v in source.get("test_ndcg10", []) if v is not None]
+    if not values:
+        return ""
+    per_seed = ", ".join(f"seed {s}: {MISSING if v is None else _number(v)}"
+                         for s, v in zip(source["seeds"], source["test_ndcg10"], strict=True))  # fmt: skip
+    epochs = ", ".join(f"{b}/{r}" for b, r in zip(source["best_epoch"], source["epochs_run"], strict=True))
+    return f"Source pre-training (one per seed), own test {METRIC}: {per_seed}; epochs (best/run): {epochs}."
+
+
+def render(summary: dict[str, Any], context: dict[str, Any]) -> str:
+    """The whole ``results.md``."""
+    lines = [f"# {context.get('title', 'Transfer demo')}", ""]
+    lines += [f"- {key}: {value}" for key, value in context.items() if key != "title"]
+    stages = summary.get("stage_seconds") or {}
+    if stages:
+        lines.append("- stage wall times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in stages.items()))
+    lines += ["", "## Main table", "", main_table(summary), ""]
+    source = source_line(summary)
+    if source:
+        lines += [source, ""]
+    lines += ["## Paired tests (per-user NDCG@10)", ""]
+    lines += [f"- {line}" for line in significance_lines(summary)] or ["- none (no pair of runs to compare)"]
+    table = scarcity_table(summary)
+    if table:
+        lines += ["", "## Target scarcity", "", table]
+    lines += ["", "## Conclusions", ""]
+    lines += [f"- {line}" for line in summary.get("conclusions", [])]
+    return "\n".join(lines) + "\n"
+
+
+def write_results(summary: dict[str, Any], out: Path, context: dict[str, Any],
+                  images: Path | None = None) -> dict[str, Path]:  # fmt: skip
+    """``results.md``, ``results.json``, ``convergence.png`` and ``scarcity.png`` in ``out`` (the plots when
+    matplotlib is installed); with ``images``, the plots are also copied there as ``demo_*.png``. Returns
+    the paths written."""
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"table": out / "results.md", "json": out / "results.json"}
+    files["table"].write_text(render(summary, context))
+    files["json"].write_text(json.dumps({"context": context, **summary}, indent=2) + "\n")
+    for kind, plot in (("convergence", plot_convergence), ("scarcity", plot_scarcity)):
+        if plot(summary, out / f"{kind}.png"):
+            files[kind] = out / f"{kind}.png"
+            if images is not None:
+                images.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(files[kind], images / f"demo_{kind}.png")
+    return files
+
+
+def _cell(mean: float | None, std: float | None, seeds: int) -> str:
+    if mean is None:
+        return MISSING
+    return _number(mean) if seeds <= 1 or std is None else f"{_number(mean)} ± {_number(std)}"
+
+
+def _number(value: float) -> str:
+    return f"{value:.4f}"
 
 
 def _percent(ratio: float) -> str:
     return f"{round(ratio, 6) + 0.0:+.1%}"  # + 0.0 turns a rounding -0.0 into 0.0
 
 
-def plot_convergence(
-    summary: dict[str, Any], path: Path, methods: tuple[str, ...] = ("NoPT", "HasPT")
-) -> bool:
-    """Validation NDCG@10 per epoch (mean over seeds, band = min..max) of ``methods``; False when
-    matplotlib is missing (``pip install transrec[plot]``)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    figure, axis = plt.subplots(figsize=(6, 4), dpi=120)
-    for name in methods:
-        curves = summary["methods"].get(name, {}).get("valid_ndcg10_per_epoch")
-        if not curves:
-            continue
-        length = max(len(c) for c in curves)
-        # Runs that stopped early keep their last value (the best checkpoint is what they report anyway).
-        padded = np.array([c + [c[-1]] * (length - len(c)) for c in curves])
-        epochs = np.arange(1, length + 1)
-        axis.plot(
-            epochs,
-            padded.mean(0),
-            marker="o",
-            label=f"{name} (mean of {len(curves)} seed{'s' if len(curves) > 1 else ''})",
-        )
-        axis.fill_between(epochs, padded.min(0), padded.max(0), alpha=0.2)
-    axis.set_xlabel("epoch")
-    axis.set_ylabel("validation NDCG@10")
-    axis.set_title("Target platform: convergence with and without pre-training")
-    axis.grid(alpha=0.3)
-    axis.legend()
-    figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
-    return True
-
-
-def write_results(summary: dict[str, Any], out: Path, context: dict[str, Any]) -> dict[str, Path]:
-    """``results.md``, ``results.json`` and ``convergence.png`` in ``out``; returns their paths."""
-    out.mkdir(parents=True, exist_ok=True)
-    files = {"table": out / "results.md", "json": out / "results.json"}
-    lines = [f"# {context.get('title', 'Transfer demo')}", ""]
-    lines += [f"- {key}: {value}" for key, value in context.items() if key != "title"]
-    lines += ["", markdown_table(summary), ""]
-    files["table"].write_text("\n".join(lines))
-    files["json"].write_text(json.dumps({"context": context, **summary}, indent=2) + "\n")
-    if plot_convergence(summary, out / "convergence.png"):
-        files["plot"] = out / "convergence.png"
-    return files
+def _epochs(entry: dict[str, Any]) -> str:
+    pairs = [(b, r) for b, r, stop in zip(entry.get("best_epoch", []), entry.get("epochs_run", []),
+                                          entry.get("stop", []), strict=False) if stop]  # fmt: skip
+    if not pairs:
+        return ""
+    return ", ".join(f"{b}/{r}" for b, r in pairs)
