@@ -133,9 +133,21 @@ def test_check_covers_added_items(built, tmp_path, capsys):
     Recommender.load(directory).add_items([{"id": "n1", "text": "w5 w6"}, {"id": "n2", "text": "w7"}])
     assert main(["export", "--check", str(directory)]) == 0
     assert "files checked" in capsys.readouterr().out
-    flip_byte(directory / "added" / "vectors.safetensors")
+    first = sorted((directory / "added" / "items").iterdir())[0]
+    flip_byte(first)
     assert main(["export", "--check", str(directory)]) == 2
-    assert "added/vectors.safetensors: SHA-256" in capsys.readouterr().err
+    assert f"added/items/{first.name}: SHA-256" in capsys.readouterr().err
+    flip_byte(first)  # back as it was; now a consistent file holding a wrong vector
+    tensors = load_file(str(first))
+    tensors["vector"] = tensors["vector"] + 0.01
+    save_file(tensors, str(first))
+    state = json.loads((directory / "added" / "state.json").read_text())
+    for row in state["items"]:
+        if row["file"] == f"items/{first.name}":
+            row["sha256"], row["bytes"] = sha256_file(first), first.stat().st_size
+    (directory / "added" / "state.json").write_text(json.dumps(state))
+    assert main(["export", "--check", str(directory)]) == 2
+    assert "added items: the stored vectors of 1 of 2" in capsys.readouterr().err
 
 
 def test_models_that_cannot_serve_new_users_are_refused(built, tmp_path):

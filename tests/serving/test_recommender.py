@@ -373,3 +373,31 @@ def test_concurrent_readers_always_see_a_whole_catalogue_while_items_come_and_go
     assert not errors, errors[:5]
     assert len(seen) > 3  # the readers saw the catalogue change under them
     assert rec.catalogue_size == data.n_items
+
+
+def test_a_write_killed_before_its_commit_point_leaves_the_old_state(exports, writable, monkeypatch):
+    """The new item's file is written, then replacing state.json fails (a full disk, a kill): the
+    recommender and a reload both have the old catalogue, and the next change deletes the orphan file."""
+    import transrec.serving.overlay as overlay_module
+
+    directory = writable("text")
+    rec = Recommender.load(directory)
+    rec.add_items([{"id": "kept", "text": "w1"}])
+    state = (directory / "added" / "state.json").read_bytes()
+
+    def disk_full(path, text):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(overlay_module, "atomic_write_text", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        rec.add_items([{"id": "lost", "text": "w2"}])
+    monkeypatch.undo()
+    assert (directory / "added" / "state.json").read_bytes() == state
+    assert len(list((directory / "added" / "items").iterdir())) == 2  # the orphan of the failed change
+    for current in (rec, Recommender.load(directory)):
+        with pytest.raises(UnknownItemError):
+            current.item("lost")
+        assert current.item("kept")["added"]
+    rec.add_items([{"id": "next", "text": "w3"}])
+    assert len(list((directory / "added" / "items").iterdir())) == 2  # kept + next; the orphan is gone
+    assert Recommender.load(directory).catalogue_size == exports["text"].dataset.n_items + 2

@@ -65,7 +65,7 @@ from transrec.serving.bundle import (
 )
 from transrec.serving.content import modality_name
 from transrec.serving.errors import ExportError
-from transrec.serving.overlay import read_overlay_files
+from transrec.serving.overlay import read_overlay, read_overlay_files
 from transrec.utils.io import atomic_directory
 
 logger = logging.getLogger(__name__)
@@ -310,18 +310,16 @@ def check_export(
         fresh = bundle.model.encode_items(bundle.content.batch(torch.from_numpy(picked)).to(device)).float()
     stored = bundle.vectors[torch.from_numpy(picked)]
     _compare(report, [bundle.item_ids[i] for i in picked], stored, fresh, VECTORS_FILE)
-    from transrec.serving.overlay import read_overlay
-
-    overlay = read_overlay(directory / ADDED_DIR, bundle)
+    overlay = read_overlay(directory / ADDED_DIR)
     if overlay is not None and len(overlay.ids):
         preprocessor = bundle.preprocessor()
         k = min(sample, len(overlay.ids))
         chosen = np.sort(rng.choice(len(overlay.ids), size=k, replace=False))
-        items = [overlay.prepared_item(int(j)) for j in chosen]
+        items = [overlay.items[int(j)] for j in chosen]
         with torch.no_grad():
             fresh = bundle.model.encode_items(preprocessor.batch(items).to(device)).float()
         stored = overlay.vectors[torch.from_numpy(chosen)].to(device)
-        _compare(report, [overlay.ids[j] for j in chosen], stored, fresh, f"{ADDED_DIR}/vectors")
+        _compare(report, [overlay.ids[j] for j in chosen], stored, fresh, "added items")
     return report
 
 

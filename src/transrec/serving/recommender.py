@@ -135,7 +135,7 @@ class Recommender:
         device = torch.device(device)
         bundle = open_export(export_dir, verify=verify, device=device)
         overlay_dir = Path(export_dir) / ADDED_DIR
-        overlay = read_overlay(overlay_dir, bundle)
+        overlay = read_overlay(overlay_dir)
         if overlay is None:
             overlay = Overlay(next_id=bundle.n_items + 1)
         elif verify:
@@ -145,7 +145,7 @@ class Recommender:
         return cls(bundle, overlay, index, dict(index_parameters or {}), limits or ContentLimits(), device)
 
     def _apply_overlay(self, overlay: Overlay) -> None:
-        """Set the id maps and the added vectors from ``overlay`` (under the write lock, or at build)."""
+        """Set the id maps and the added vectors from ``overlay`` (when the recommender is built)."""
         removed = set(overlay.removed)
         raw_to_internal = {
             self._bundle.item_ids[i]: i for i in range(1, self._n_exported + 1) if i not in removed
@@ -153,6 +153,15 @@ class Recommender:
         raw_to_internal.update(zip(overlay.ids, overlay.internal))
         self._raw_to_internal = raw_to_internal
         self._internal_to_raw = {i: raw for raw, i in raw_to_internal.items()}
+        self._added_rows = {i: row for row, i in enumerate(overlay.internal)}
+        self._overlay = overlay
+
+    def _apply_change(self, overlay: Overlay, dropped: list[int], added: list[tuple[str, int]]) -> None:
+        """Update the id maps in place for one change (under the write lock): O(change), not O(catalogue)."""
+        for internal in dropped:
+            del self._raw_to_internal[self._internal_to_raw.pop(internal)]
+        for raw, internal in added:
+            self._raw_to_internal[raw], self._internal_to_raw[internal] = internal, raw
         self._added_rows = {i: row for row, i in enumerate(overlay.internal)}
         self._overlay = overlay
 
@@ -433,13 +442,13 @@ class Recommender:
                 new=list(zip(ids, prepared, strict=True)),
                 new_vectors=vectors,
             )
-            self._persist(overlay)
-            new_internal = torch.tensor(overlay.internal[-len(ids) :], dtype=torch.int64)
+            overlay = self._persist(overlay)
+            new_internal = list(overlay.internal[-len(ids) :])
             with self._lock.writing():
-                self._index.add(vectors.cpu(), new_internal)
+                self._index.add(vectors.cpu(), torch.tensor(new_internal, dtype=torch.int64))
                 if old:
                     self._index.remove(torch.tensor(old, dtype=torch.int64))
-                self._apply_overlay(overlay)
+                self._apply_change(overlay, old, list(zip(ids, new_internal, strict=True)))
         logger.info("added %d items (%d replaced)", len(ids), len(existing))
         return ids
 
@@ -463,12 +472,11 @@ class Recommender:
                 new=[],
                 new_vectors=None,
             )
-            self._persist(overlay)
+            overlay = self._persist(overlay)
             with self._lock.writing():
                 self._index.remove(torch.tensor(old, dtype=torch.int64))
-                self._apply_overlay(overlay)
+                self._apply_change(overlay, old, [])
         logger.info("removed %d items", len(ids))
 
-    def _persist(self, overlay: Overlay) -> None:
-        text = self._bundle.preprocessing.get("text")
-        write_overlay(self._bundle.directory / ADDED_DIR, overlay, pad_id=text["pad_id"] if text else 0)
+    def _persist(self, overlay: Overlay) -> Overlay:
+        return write_overlay(self._bundle.directory / ADDED_DIR, overlay)
