@@ -115,6 +115,8 @@ def test_an_empty_history_gets_the_most_popular_training_items_flagged(exports):
     assert answer.popular and answer.used_history == 0
     assert answer.items == [data.item_ids[i] for i in order]
     assert answer.scores == [float(counts[i]) for i in order]
+    assert answer.to_dict() == {"items": answer.items, "scores": answer.scores, "popular": True,
+                                "used_history": 0, "truncated": 0}  # fmt: skip
 
 
 @pytest.mark.parametrize("kind", ["text", "bert4rec"])

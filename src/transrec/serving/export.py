@@ -184,9 +184,9 @@ def export_model(
     content = ItemContent(data, text=encoder.needs_text, image=encoder.needs_image)
     vectors = item_table(model, content, batch_size, device).cpu().contiguous()
 
-    files: dict[str, bytes] = {
-        f"{MODEL_DIR}/{CONFIG_FILE}": (checkpoint / CONFIG_FILE).read_bytes(),
-        f"{MODEL_DIR}/{WEIGHTS_FILE}": (checkpoint / WEIGHTS_FILE).read_bytes(),
+    files: dict[str, bytes | Path] = {  # bytes to write, or a file to copy as it is
+        f"{MODEL_DIR}/{CONFIG_FILE}": checkpoint / CONFIG_FILE,
+        f"{MODEL_DIR}/{WEIGHTS_FILE}": checkpoint / WEIGHTS_FILE,
     }
     preprocessing: dict[str, Any] = {"text": None, "images": None}
     if encoder.needs_text:
@@ -223,7 +223,10 @@ def export_model(
     with atomic_directory(out) as tmp:
         for name, payload in files.items():
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
-            (tmp / name).write_bytes(payload)
+            if isinstance(payload, Path):
+                shutil.copyfile(payload, tmp / name)
+            else:
+                (tmp / name).write_bytes(payload)
         (tmp / PREPROCESSING_FILE).write_text(_json(preprocessing), encoding="utf-8")
         (tmp / ITEMS_FILE).write_text(
             "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8"
