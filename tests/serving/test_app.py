@@ -14,6 +14,8 @@ pytest.importorskip("multipart")
 from fastapi.testclient import TestClient
 
 from transrec.serving.app import create_app
+from transrec.serving.errors import CONTENT_REASONS, ContentError
+from transrec.serving.http_errors import user_error_response
 
 from .exports import build_export
 from .http_cases import (
@@ -86,6 +88,28 @@ def test_a_bad_image_is_refused_with_its_status_and_changes_nothing(fresh, name,
     before = fingerprint(client, directory, known[:3])
     check_refusal(client.request(**case.request), case)
     assert fingerprint(client, directory, known[:3]) == before
+
+
+def test_an_oversized_upload_is_read_no_further_than_the_limit_and_never_reaches_the_model(
+    fresh, monkeypatch
+):
+    client, recommender, _ = fresh("text")
+    calls = []
+    monkeypatch.setattr(recommender, "add_items", lambda *args, **kwargs: calls.append(args))
+    limit = recommender.limits.max_image_bytes
+    upload = {"image": ("big.png", b"\x89PNG" + bytes(limit), "image/png")}
+    answer = client.post("/items", data={"id": "big"}, files=upload)
+    assert answer.status_code == 413 and f"{limit:,} bytes" in answer.json()["message"]
+    assert calls == []  # refused by the HTTP layer while reading, before any model work
+
+
+@pytest.mark.parametrize("reason", CONTENT_REASONS)
+def test_each_content_refusal_of_the_model_has_its_status(reason):
+    # The HTTP layer refuses oversized images itself, so the model's own "too_large" is reached only by
+    # a caller with other limits; its status is checked here, with every other reason's.
+    status, body = user_error_response(ContentError(reason, "the problem", "item 'x'"))
+    assert status == (413 if reason == "too_large" else 422)
+    assert body == {"error": reason, "message": "item 'x': the problem"}
 
 
 def test_an_over_long_history_uses_the_most_recent_and_says_so(shared):

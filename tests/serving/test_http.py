@@ -198,7 +198,19 @@ def test_a_restart_keeps_added_items_and_the_new_item_ranks_next_to_its_twin(exp
 # -- transrec serve --------------------------------------------------------------------------------------
 
 
-def test_serve_refuses_a_missing_or_broken_export_before_starting(tmp_path, exports, capsys):
+@pytest.fixture
+def no_server_start(monkeypatch):
+    """``transrec serve`` called in process must refuse before its server starts: one that would start
+    fails the test at once (instead of serving, and blocking the test, forever)."""
+    import transrec.serving.server
+
+    def refuse(*args, **kwargs):
+        pytest.fail("transrec serve started a server where it had to refuse")
+
+    monkeypatch.setattr(transrec.serving.server, "uvicorn_server", refuse)
+
+
+def test_serve_refuses_a_missing_or_broken_export_before_starting(tmp_path, exports, capsys, no_server_start):
     assert main(["serve", str(tmp_path / "nowhere"), "--port", "0"]) == 2
     assert "nowhere" in capsys.readouterr().err
     broken = tmp_path / "broken"
@@ -212,7 +224,7 @@ def test_serve_refuses_a_missing_or_broken_export_before_starting(tmp_path, expo
     assert err.startswith("transrec: error:") and weights.name in err and "Traceback" not in err
 
 
-def test_serve_refuses_a_port_in_use(exports, capsys):
+def test_serve_refuses_a_port_in_use(exports, capsys, no_server_start):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
