@@ -156,6 +156,10 @@ def bad_inputs(known: list[str], reads_image: bool) -> dict[str, BadInput]:
             post("/items", files={"id": (None, "new-5"), "text": (None, over_text)}),
             422, "text_too_long", "200",
         ),
+        "a form field over its byte limit": BadInput(
+            post("/items", files={"id": (None, "new-13"), "text": (None, "x" * 50_000)}),
+            422, "text_too_long", "200 characters",
+        ),
         "text over the limit (history)": BadInput(
             post("/recommend", json={"history": [{"text": over_text}]}), 422, "text_too_long", "200"
         ),
