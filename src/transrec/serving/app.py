@@ -330,7 +330,7 @@ def create_app(recommender: Any, limits: HttpLimits | None = None) -> Any:
         else:
             record = await _form_record(request, content, limits)
         await run_in_threadpool(recommender.add_items, [record], replace=replace)
-        logger.info("%s item %r", "replaced or added" if replace else "added", record["id"])
+        logger.debug("%s item %r", "replaced or added" if replace else "added", record["id"])
         return recommender.item(record["id"])
 
     @app.get("/items/{item_id:path}", response_model=models.Item, responses=errors, summary="An item")
@@ -345,7 +345,7 @@ def create_app(recommender: Any, limits: HttpLimits | None = None) -> Any:
         """Removes the item from the catalogue (an exported one too), at once and persistently: no later
         request recommends it. Unknown id: 404."""
         recommender.remove_items([item_id])
-        logger.info("removed item %r", item_id)
+        logger.debug("removed item %r", item_id)
         return {"removed": item_id, "catalogue": recommender.catalogue_size}
 
     # -- the service ------------------------------------------------------------------------------------
