@@ -4,10 +4,12 @@ never imports ``training``.
     from transrec.serving import Recommender, export_model, build_index
     export_model("runs/x/best", "prepared/x", "exports/x")        # `transrec export`
     rec = Recommender.load("exports/x"); rec.recommend(["242", "302"], k=10)
+    app = create_app(rec)                                          # the HTTP service (`transrec serve`)
     index = build_index("exact", item_vectors, item_ids)
     scores, ids = index.search(user_vectors, k=10, exclude=histories)
 """
 
+from transrec.serving.app import HttpLimits, create_app
 from transrec.serving.content import ContentLimits
 from transrec.serving.errors import (
     ContentError,
@@ -26,6 +28,7 @@ __all__ = [
     "ContentLimits",
     "DuplicateItemError",
     "ExportError",
+    "HttpLimits",
     "InvalidRequestError",
     "Recommendation",
     "Recommender",
@@ -34,6 +37,7 @@ __all__ = [
     "UnknownItemError",
     "build_index",
     "check_export",
+    "create_app",
     "export_model",
     "load_index",
 ]
