@@ -209,7 +209,7 @@ def create_app(recommender: Any, limits: HttpLimits | None = None) -> Any:
         logger.exception("internal error answering %s %s", request.method, request.url.path)
         return JSONResponse(error_body("internal", "internal error; the server log has the details"), 500)
 
-    def require_json(request: fastapi.Request) -> None:
+    async def require_json(request: fastapi.Request) -> None:  # async: no trip to the thread pool
         _require_content_type(request, ("application/json",), "application/json")
 
     json_body = [fastapi.Depends(require_json)]
@@ -248,7 +248,9 @@ def create_app(recommender: Any, limits: HttpLimits | None = None) -> Any:
         rec = recommender.recommend(
             history_of(request.history), k=request.k, exclude_seen=request.exclude_seen
         )
-        return recommendation_body(rec, recommender.max_len)
+        # A response, not a dict: FastAPI would validate the dict against the model again, in the thread
+        # pool; the body is built from the Recommendation and needs no second check.
+        return JSONResponse(recommendation_body(rec, recommender.max_len))
 
     @app.post(
         "/recommend/batch",
@@ -262,7 +264,7 @@ def create_app(recommender: Any, limits: HttpLimits | None = None) -> Any:
         the results come in the request's order. Any unknown id refuses the whole batch (422)."""
         histories = [history_of(h) for h in request.histories]
         results = recommender.recommend_many(histories, k=request.k, exclude_seen=request.exclude_seen)
-        return {"results": [recommendation_body(r, recommender.max_len) for r in results]}
+        return JSONResponse({"results": [recommendation_body(r, recommender.max_len) for r in results]})
 
     @app.get(
         "/similar/{item_id:path}",
@@ -273,7 +275,7 @@ def create_app(recommender: Any, limits: HttpLimits | None = None) -> Any:
     def similar(item_id: str, k: int = fastapi.Query(10, ge=1, le=limits.max_k, description="how many")):
         """The ``k`` items whose vectors have the largest inner product with this item's (itself
         excluded). Unknown id: 404."""
-        return recommendation_body(recommender.similar_items(item_id, k=k), recommender.max_len)
+        return JSONResponse(recommendation_body(recommender.similar_items(item_id, k=k), recommender.max_len))
 
     # -- the catalogue ----------------------------------------------------------------------------------
 
