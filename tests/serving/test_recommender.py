@@ -5,6 +5,7 @@ import io
 import shutil
 import struct
 import threading
+import time
 import zlib
 
 import numpy as np
@@ -336,6 +337,17 @@ def test_concurrent_readers_always_see_a_whole_catalogue_while_items_come_and_go
     directory = writable("text")
     data = exports["text"].dataset
     rec = Recommender.load(directory)
+    index_add, index_remove = rec._index.add, rec._index.remove
+
+    def add_then_pause(*args):  # widen the window between changing the index and the id maps
+        index_add(*args)
+        time.sleep(0.003)
+
+    def remove_then_pause(*args):
+        index_remove(*args)
+        time.sleep(0.003)
+
+    rec._index.add, rec._index.remove = add_then_pause, remove_then_pause
     history = list(data.item_ids[1:4])
     added = [f"new-{j:02d}" for j in range(16)]
     done, errors, seen = threading.Event(), [], set()
@@ -392,14 +404,14 @@ def test_a_write_killed_before_its_commit_point_leaves_the_old_state(exports, wr
 
     monkeypatch.setattr(overlay_module, "atomic_write_text", disk_full)
     with pytest.raises(OSError, match="No space"):
-        rec.add_items([{"id": "lost", "text": "w2"}])
+        rec.add_items([{"id": "lost", "text": "w2"}, {"id": "lost-too", "text": "w4"}])
     monkeypatch.undo()
     assert (directory / "added" / "state.json").read_bytes() == state
-    assert len(list((directory / "added" / "items").iterdir())) == 2  # the orphan of the failed change
+    assert len(list((directory / "added" / "items").iterdir())) == 3  # the orphans of the failed change
     for current in (rec, Recommender.load(directory)):
         with pytest.raises(UnknownItemError):
             current.item("lost")
         assert current.item("kept")["added"]
     rec.add_items([{"id": "next", "text": "w3"}])
-    assert len(list((directory / "added" / "items").iterdir())) == 2  # kept + next; the orphan is gone
+    assert len(list((directory / "added" / "items").iterdir())) == 2  # kept + next; the orphans are gone
     assert Recommender.load(directory).catalogue_size == exports["text"].dataset.n_items + 2

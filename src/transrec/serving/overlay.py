@@ -11,7 +11,8 @@ name, then renamed), then replaces ``state.json`` the same way, then deletes the
 to any more. Whatever is killed, ``state.json`` is the old state or the new one and every file it names
 is complete; a leftover file is deleted by the next change. Each change writes only its own items and a
 state of about a hundred bytes per added item, so adding stays cheap as the overlay grows. Internal ids
-of added items start after the catalogue's indices and are never reused.
+of added items start after the catalogue's indices; no committed change reuses one (a failed change's
+ids are given to the next). One process writes an export's overlay at a time.
 """
 
 from __future__ import annotations
