@@ -119,6 +119,36 @@ def test_a_body_sent_in_chunks_is_cut_off_at_the_limit(text_server):
     assert client.get("/health").status_code == 200  # and the server goes on answering
 
 
+def test_a_slow_request_does_not_hold_up_the_others(text_server, monkeypatch):
+    client, recommender, _ = text_server
+    history = catalogue(recommender)[:2]
+    started, release = threading.Event(), threading.Event()
+    real = recommender.recommend
+
+    def slow(*args, **kwargs):
+        started.set()
+        release.wait(30)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(recommender, "recommend", slow)
+    answers = []
+    waiting = threading.Thread(
+        target=lambda: answers.append(client.post("/recommend", json={"history": history}).status_code)
+    )
+    waiting.start()
+    try:
+        assert started.wait(30)
+        # the first request is still inside the model; others are answered meanwhile
+        with httpx.Client(base_url=str(client.base_url), timeout=5) as other:
+            assert other.get("/health").status_code == 200
+            batch = other.post("/recommend/batch", json={"histories": [history]})
+            assert batch.status_code == 200 and not release.is_set()
+    finally:
+        release.set()
+        waiting.join(30)
+    assert answers == [200]
+
+
 def test_concurrent_adds_never_show_readers_a_half_added_catalogue(exports, tmp_path):
     recommender = load(exports["text"].directory, copy_to=tmp_path / "export")
     original = catalogue(recommender)
