@@ -13,7 +13,7 @@
 
 Every run has its own directory under the output folder and continues there (``resume: auto``): a
 demo interrupted and started again trains only what is missing. ``--quick`` runs the same pipeline on a
-slice (60 users per platform, 2 seeds, at most 2 epochs).
+slice (40 users per platform, 2 seeds, at most 2 epochs).
 """
 
 from __future__ import annotations
