@@ -415,3 +415,21 @@ def test_a_write_killed_before_its_commit_point_leaves_the_old_state(exports, wr
     rec.add_items([{"id": "next", "text": "w3"}])
     assert len(list((directory / "added" / "items").iterdir())) == 2  # kept + next; the orphans are gone
     assert Recommender.load(directory).catalogue_size == exports["text"].dataset.n_items + 2
+
+
+@pytest.mark.parametrize("index", ["faiss-flat", "faiss-hnsw"])
+def test_faiss_indexes_answer_like_the_exact_one_through_adds_and_removes(exports, tmp_path, index):
+    pytest.importorskip("faiss")
+    data, source = exports["text"].dataset, exports["text"].directory
+    exact = Recommender.load(shutil.copytree(source, tmp_path / "exact"))
+    other = Recommender.load(shutil.copytree(source, tmp_path / "other"), index=index)
+    histories = [list(data.item_ids[1:4]), [data.item_ids[5]], []]
+    for step in range(3):
+        got = [a.items for a in other.recommend_many(histories, k=8)]
+        assert got == [a.items for a in exact.recommend_many(histories, k=8)], step
+        for rec in (exact, other):  # a new item, then a catalogue item and the new one removed
+            if step == 0:
+                rec.add_items([{"id": "n1", "text": rec.item(data.item_ids[2])["text"] + " w9"}])
+            elif step == 1:
+                rec.remove_items([data.item_ids[7], "n1"])
+    assert other.metadata()["index"] == index
