@@ -13,7 +13,8 @@ pytest.importorskip("fastapi")
 pytest.importorskip("multipart")
 from fastapi.testclient import TestClient
 
-from transrec.serving.app import create_app
+from transrec.config import ConfigError
+from transrec.serving.app import HttpLimits, create_app
 from transrec.serving.errors import CONTENT_REASONS, ContentError
 from transrec.serving.http_errors import user_error_response
 
@@ -101,6 +102,14 @@ def test_an_oversized_upload_is_read_no_further_than_the_limit_and_never_reaches
     answer = client.post("/items", data={"id": "big"}, files=upload)
     assert answer.status_code == 413 and f"{limit:,} bytes" in answer.json()["message"]
     assert calls == []  # refused by the HTTP layer while reading, before any model work
+
+
+@pytest.mark.parametrize("field", ["max_k", "max_batch", "max_id_chars", "max_body_bytes"])
+def test_limits_below_one_are_refused_naming_the_limit(field):
+    with pytest.raises(ConfigError, match=f"HttpLimits.{field} must be"):
+        HttpLimits(**{field: 0})
+    assert HttpLimits().body_bytes(3_000) == 4_000 + 1024 * 1024  # base64 of one image + 1 MiB
+    assert HttpLimits(max_body_bytes=10).body_bytes(3_000) == 10
 
 
 @pytest.mark.parametrize("reason", CONTENT_REASONS)
