@@ -214,6 +214,21 @@ def test_the_api_docs_describe_every_endpoint(shared):
     assert client.get("/docs").status_code == 200
 
 
+def test_a_bug_is_a_500_that_leaks_nothing(exports, monkeypatch, caplog):
+    recommender = load(exports["text"].directory)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("secret detail at /srv/models")
+
+    monkeypatch.setattr(recommender, "recommend", broken)
+    with TestClient(create_app(recommender, HTTP_LIMITS), raise_server_exceptions=False) as client:
+        answer = client.post("/recommend", json={"history": []})
+    assert answer.status_code == 500
+    assert answer.json() == {"error": "internal", "message": "internal error; the server log has the details"}
+    assert "secret" not in answer.text and "Traceback" not in answer.text
+    assert any("secret detail" in r.exc_text for r in caplog.records if r.exc_text)  # the log has it
+
+
 def test_unknown_routes_and_methods_answer_json(shared):
     client, _, _ = shared
     missing = client.get("/nowhere")
