@@ -297,7 +297,10 @@ class Recommender:
         return torch.cat(parts)
 
     def _vectors_of(self, internal: torch.Tensor) -> torch.Tensor:
+        """``[len(internal), d]`` vectors of catalogue items (exported or added) by internal id."""
         exported = internal <= self._n_exported
+        if bool(exported.all()):  # the common case, one gather
+            return self._bundle.vectors[internal.to(self._bundle.vectors.device)].to(self._device)
         out = torch.empty(len(internal), self._model.config.d_model, device=self._device)
         if exported.any():
             out[exported] = self._bundle.vectors[internal[exported].to(self._bundle.vectors.device)].to(
