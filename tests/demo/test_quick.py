@@ -33,7 +33,7 @@ def run_quick_demo(root, out, monkeypatch, capsys) -> None:
     assert "## Conclusions" in (out / "results.md").read_text()
 
     # The new-item column: the stored ranks of the test users whose target the protocol made new.
-    target = PreparedDataset(next(root.glob("prepared/ml-100k-demo-text-40u-s0")) / "target")
+    target = PreparedDataset(root / "prepared" / "ml-100k-demo-text-40u-s0" / "target-new0.1")
     new = target.item_is_new[target.split.test_targets]
     assert results["users"] == {"all": target.n_users, "new": int(new.sum())} and new.any()
     ranks = [np.load(out / f"IDRec-seed{seed}" / TEST_RANKS_FILE)["ranks"] for seed in (0, 1)]

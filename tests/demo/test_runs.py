@@ -16,7 +16,7 @@ from transrec.demo.pipeline import DemoConfig
 from transrec.demo.runs import cells, new_item_mask, run_all
 from transrec.demo.summary import summarise
 from transrec.evaluation.model_eval import subset_masks
-from transrec.training.trainer import TEST_RANKS_FILE, RunResult
+from transrec.training.trainer import TEST_RANKS_FILE, RunResult, TrainingCollapsed
 
 # Items first seen latest: 7 and 8 (new with new_items=0.25); test targets [4, 8, 8, 2]: users 1 and 2
 # (u2, u3) have a new item as their target (tests/data/test_new_items.py builds the same log).
@@ -45,13 +45,17 @@ class FakeTrain:
     """Stands in for ``trainer.train``: records the config, writes what a finished run leaves (metrics,
     best/, test ranks) and returns a result; a HasPT run's ranks are 1 + the seed of the source it loads."""
 
-    def __init__(self):
+    def __init__(self, collapse=()):
         self.configs = []
+        self.collapse = collapse  # run directory names that collapse
 
     def __call__(self, config, progress=True):
         self.configs.append(config)
         out = Path(config.output_dir)
+        if out.name in self.collapse:
+            raise TrainingCollapsed("validation NDCG@10 stayed at the level of a random ranking")
         (out / "best").mkdir(parents=True, exist_ok=True)
+        (out / "best" / "config.json").write_text("{}")
         (out / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e, "valid_NDCG@10": 0.1 * e}) + "\n"
                                                    for e in range(1, 6)))  # fmt: skip
         n_users = len(np.load(Path(config.dataset) / "seq_offsets.npy")) - 1
@@ -63,8 +67,8 @@ class FakeTrain:
         return RunResult("finished", 2, {"NDCG@10": 0.2}, {"NDCG@10": 0.3}, 5, 1.0, out)
 
 
-def run_fake(platforms, tmp_path, monkeypatch, **overrides):
-    fake = FakeTrain()
+def run_fake(platforms, tmp_path, monkeypatch, collapse=(), **overrides):
+    fake = FakeTrain(collapse)
     monkeypatch.setattr("transrec.demo.runs.train", fake)
     config = DemoConfig(output_dir=str(tmp_path / "demo"), methods=("Popularity", "IDRec", "NoPT", "HasPT"),
                         **overrides)  # fmt: skip
@@ -110,6 +114,18 @@ def test_the_summary_counts_runs_stopped_by_patience_and_pairs_the_seeds(platfor
     assert haspt_nopt["n_users"] == platforms[1].n_users
     assert tests[("HasPT", "IDRec", "new", 1.0)]["n_users"] == 2
     assert len(fake.configs) == 14
+
+
+def test_a_collapsed_source_leaves_its_haspt_seed_missing_and_the_rest_runs(platforms, tmp_path, monkeypatch):
+    fake, config, demo = run_fake(platforms, tmp_path, monkeypatch, collapse=("source-seed1",), seeds=(0, 1),
+                                  fractions=(1.0,))  # fmt: skip
+    names = [Path(c.output_dir).name for c in fake.configs]
+    assert "HasPT-seed0" in names and "HasPT-seed1" not in names and "NoPT-seed1" in names
+    summary = summarise(demo, config)
+    assert summary["stops"]["collapsed"] == 1 and summary["source"]["test_ndcg10"][1] is None
+    assert summary["methods"]["HasPT"]["per_seed"][1]["NDCG@10"] is None  # shown as missing
+    haspt_nopt = next(c for c in summary["significance"] if (c["a"], c["b"]) == ("HasPT", "NoPT"))
+    assert haspt_nopt["seeds"] == [0]  # only the seeds both methods have are paired
 
 
 def test_the_new_item_users_are_those_whose_test_target_is_new(platforms):

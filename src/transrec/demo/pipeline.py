@@ -142,9 +142,12 @@ def prepare_platforms(raw_folder: Path, root: Path, config: DemoConfig) -> tuple
     preps = {"source": prep, "target": replace(prep, new_items=config.new_items)}
     slice_name = "all" if config.users_per_platform is None else f"{config.users_per_platform}u"
     base = root / "prepared" / f"ml-100k-demo-{config.modality}-{slice_name}-s{config.split_seed}"
-    if all(_prepared_with(base / part, to_dict(preps[part])) for part in preps):
+    # The share of new items names the target's folder: a run directory records its dataset by path, so
+    # runs on a target prepared otherwise are refused on resume instead of returned as finished.
+    folders = {"source": base / "source", "target": base / f"target-new{config.new_items:g}"}
+    if all(_prepared_with(folders[part], to_dict(preps[part])) for part in preps):
         logger.info(f"using the prepared platforms in {base}")
-        return PreparedDataset(base / "source"), PreparedDataset(base / "target")
+        return PreparedDataset(folders["source"]), PreparedDataset(folders["target"])
     logger.info("splitting MovieLens-100K into a source and a target platform (no shared user or item)...")
     raw = load_raw("movielens", raw_folder)
     parts = split_platforms(raw, config.split_seed, config.users_per_platform)
@@ -152,7 +155,8 @@ def prepare_platforms(raw_folder: Path, root: Path, config: DemoConfig) -> tuple
     for part, platform in zip(preps, parts, strict=True):
         source = {"format": "movielens", "path": str(raw_folder), "split": part, "seed": config.split_seed,
                   "users_per_platform": config.users_per_platform}  # fmt: skip
-        out.append(prepare(platform, preps[part], base / part, source=source, overwrite=True, progress=False))
+        out.append(prepare(platform, preps[part], folders[part], source=source, overwrite=True,
+                           progress=False))  # fmt: skip
     return tuple(out)
 
 

@@ -97,7 +97,7 @@ def run_all(source: PreparedDataset, target: PreparedDataset, config: DemoConfig
     stages["source pre-training"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    runs = [run for run in sources.values() if run is not None]
+    runs = list(sources.values())
     for method in config.methods:
         if method == "Popularity":
             runs.append(runner.popularity())
@@ -152,7 +152,12 @@ class _Runner:
                                   user_fraction=fraction)  # fmt: skip
         if method == "HasPT":
             # Seed s starts from the source pre-trained with seed s: HasPT's spread includes the source's.
-            run_config = replace(run_config, init_checkpoint=str(self.source_dir(seed) / "best"))
+            checkpoint = self.source_dir(seed) / "best"
+            if not (checkpoint / "config.json").is_file():
+                logger.warning(f"      no HasPT seed {seed}: its source pre-training collapsed")
+                self.done[key] = MethodRun(method, seed, fraction)  # every cell missing, not a run
+                return self.done[key]
+            run_config = replace(run_config, init_checkpoint=str(checkpoint))
         self.done[key] = self._train(method, seed, fraction, run_config, keep_ranks=True)
         return self.done[key]
 
