@@ -327,6 +327,10 @@ def test_an_image_item_can_be_added_to_a_mom_model_and_a_text_model_refuses_imag
     )
     assert rec.item("pic")["modality"] == "image" and rec.item("both")["modality"] == "both"
     assert rec.similar_items("pic", k=1000).items.count("both") == 1
+    with pytest.raises(InvalidRequestError, match="'image' must be bytes"):
+        rec.add_items([{"id": "path", "image": "/etc/passwd"}])  # a path is never opened
+    with pytest.raises(InvalidRequestError, match="unknown fields"):
+        rec.add_items([{"id": "url", "image_url": "http://example.com/a.png"}])
     text_model = Recommender.load(writable("text"))
     with pytest.raises(ContentError) as err:
         text_model.add_items([{"id": "pic", "text": "w1", "image": real_png()}])
