@@ -36,22 +36,25 @@ class BuiltExport:
     checkpoint: Path
 
 
-def build_dataset(root: Path, modality: str = "text", seed: int = 0) -> PreparedDataset:
-    """The source platform of a tiny synthetic world, prepared (hash tokens; JPEG images of 16 px) under
-    ``root`` (once: a second call reads it)."""
-    if (root / f"prepared-{modality}" / "meta.json").is_file():
-        return PreparedDataset(root / f"prepared-{modality}")
+def build_dataset(
+    root: Path, modality: str = "text", seed: int = 0, image_format: str = "jpeg"
+) -> PreparedDataset:
+    """The source platform of a tiny synthetic world, prepared (hash tokens; images of 16 px stored as JPEG,
+    or ``raw``) under ``root`` (once: a second call reads it)."""
+    name = f"prepared-{modality}" + ("" if image_format == "jpeg" else f"-{image_format}")
+    if (root / name / "meta.json").is_file():
+        return PreparedDataset(root / name)
     world = make_world(SyntheticWorldConfig.tiny(seed=seed))
     config = PrepareConfig(
         user_k=3,
         item_k=3,
         image_size=IMAGE_SIZE,
-        image_format="jpeg",
+        image_format=image_format,
         max_text_tokens=12,
         hash_vocab_size=HASH_VOCAB,
         modality=modality,
     )
-    return prepare(world.source, config, root / f"prepared-{modality}", progress=False)
+    return prepare(world.source, config, root / name, progress=False)
 
 
 def model_config(kind: str, dataset: PreparedDataset, max_len: int = 4) -> ModelConfig:
