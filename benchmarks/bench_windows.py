@@ -97,6 +97,8 @@ def run_config(
 
 def train_and_evaluate(config: TrainConfig, subsets: tuple[str, ...]) -> dict[str, Any]:
     """Train ``config`` and evaluate its best checkpoint on test under both protocols."""
+    import torch
+
     from transrec.training.checkpoint import evaluate_checkpoint
     from transrec.training.trainer import train
 
@@ -107,8 +109,8 @@ def train_and_evaluate(config: TrainConfig, subsets: tuple[str, ...]) -> dict[st
     record: dict[str, Any] = {
         "config": str(config.output_dir), "status": result.status, "best_epoch": result.best_epoch,
         "epochs_run": result.epochs_run, "seconds": seconds, "load_before": load_before,
-        "load_after": os.getloadavg()[0], "valid_NDCG@10": result.best_valid["NDCG@10"],
-        "valid_HR@10": result.best_valid["HR@10"],
+        "load_after": os.getloadavg()[0], "threads": torch.get_num_threads(),
+        "valid_NDCG@10": result.best_valid["NDCG@10"], "valid_HR@10": result.best_valid["HR@10"],
     }  # fmt: skip
     for protocol, exclude in PROTOCOLS:
         record[protocol] = evaluate_checkpoint(
@@ -148,7 +150,7 @@ def table(runs: list[Run], subsets: tuple[str, ...]) -> str:
         head += [f"HR@10 ({protocol})", f"NDCG@10 ({protocol})"]
     for name in subsets:
         head += [f"{name} users", f"{name} HR@10", f"{name} NDCG@10"]
-    head += ["best epoch", "wall time per run", "load avg"]
+    head += ["best epoch", "wall time per run", "torch threads", "load avg"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for (model, windows), group in groups.items():
         records = [run.record for run in group]
@@ -166,6 +168,7 @@ def table(runs: list[Run], subsets: tuple[str, ...]) -> str:
         row += [
             ",".join(str(r["best_epoch"]) + "/" + str(r["epochs_run"]) for r in records),
             f"{statistics.fmean(seconds):.0f} s ({min(seconds):.0f}-{max(seconds):.0f})",
+            ",".join(str(r.get("threads", "?")) for r in records),
             f"{min(r['load_before'] for r in records):.1f}-{max(r['load_after'] for r in records):.1f}",
         ]
         lines.append("| " + " | ".join(row) + " |")
