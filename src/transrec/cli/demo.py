@@ -48,7 +48,7 @@ def add_parser(commands) -> None:
                       "comma-separated (default 0.1,0.3,1; 0.5,1 with --quick)")  # fmt: skip
     demo.add_argument("--new-items", type=float, help="share of the target's items made new (default 0.1)")
     demo.add_argument("--epochs", type=int, help="epoch cap of every run; early stopping ends them first "
-                      "(default 40; 2 with --quick)")  # fmt: skip
+                      "(default 100; 2 with --quick)")  # fmt: skip
     demo.add_argument("--patience", type=int, help="epochs without a better validation NDCG@10 (default 3)")
     demo.add_argument("--images", help="also copy the plots here as demo_*.png (e.g. docs/images)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars or lines, only warnings")

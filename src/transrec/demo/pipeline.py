@@ -84,8 +84,8 @@ class DemoConfig:
     max_len: int = 20
     n_layers: int = 2
     trainable_blocks: int = 1
-    epochs: int = 40
-    source_epochs: int = 40
+    epochs: int = 100
+    source_epochs: int = 100
     patience: int = 3
     batch_size: int = 128
     lr: float = 2e-3
