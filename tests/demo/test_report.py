@@ -133,7 +133,8 @@ def test_conclusions_come_from_the_numbers():
     assert any(line.startswith("NoPT trained on 10% of the target's users reaches NDCG@10 0.0600, against "
                                "0.1200 with 100% (50% of it)") for line in lines)  # fmt: skip
     stops = lines[-1]
-    assert stops.startswith("8 of 10 trained runs stopped by early stopping (patience 3), 1 reached the")
+    assert stops.startswith("8 of 10 trained runs stopped by early stopping (patience 3 epochs on all users")
+    assert "1 reached the epoch cap (40 on the target, 40 on the source)" in stops
     assert "1 collapsed" in stops and "HasPT seed 1" in stops
 
 

@@ -13,7 +13,7 @@ import pytest
 from tests.data.rawbuild import raw_dataset
 from transrec.data.prepare import PrepareConfig, prepare
 from transrec.demo.pipeline import DemoConfig
-from transrec.demo.runs import cells, new_item_mask, run_all
+from transrec.demo.runs import cells, new_item_mask, run_all, scaled_patience
 from transrec.demo.summary import summarise
 from transrec.evaluation.model_eval import subset_masks
 from transrec.training.trainer import TEST_RANKS_FILE, RunResult, TrainingCollapsed
@@ -63,8 +63,8 @@ class FakeTrain:
             if config.init_checkpoint else 2 + config.seed  # fmt: skip
         np.savez(out / TEST_RANKS_FILE, users=np.arange(n_users), targets=np.ones(n_users, dtype=np.int64),
                  ranks=np.full(n_users, rank))  # fmt: skip
-        # Best epoch 2 of 5 with patience 3: early stopping ended it.
-        return RunResult("finished", 2, {"NDCG@10": 0.2}, {"NDCG@10": 0.3}, 5, 1.0, out)
+        # Best epoch 2, then `patience` epochs without a better one: early stopping ended it.
+        return RunResult("finished", 2, {"NDCG@10": 0.2}, {"NDCG@10": 0.3}, 2 + config.patience, 1.0, out)
 
 
 def run_fake(platforms, tmp_path, monkeypatch, collapse=(), **overrides):
@@ -97,13 +97,17 @@ def test_each_seed_pretrains_its_own_source_and_haspt_seed_s_starts_from_it(plat
 
 
 def test_the_summary_counts_runs_stopped_by_patience_and_pairs_the_seeds(platforms, tmp_path, monkeypatch):
-    fake, config, demo = run_fake(platforms, tmp_path, monkeypatch, seeds=(0, 1), fractions=(0.5, 1.0))
+    fake, config, demo = run_fake(platforms, tmp_path, monkeypatch, seeds=(0, 1), fractions=(0.5, 1.0),
+                                  batch_size=2)  # fmt: skip
+    # 4 target users, 2 a batch: 2 steps an epoch on all of them, 1 on half: patience 3, then 6 epochs.
+    patience = {Path(c.output_dir).name: c.patience for c in fake.configs}
+    assert patience["NoPT-seed0"] == 3 and patience["NoPT-users0.5-seed0"] == 6
     summary = summarise(demo, config)
     stops = summary["stops"]
     # 2 sources + 3 methods x 2 seeds on all users + 3 methods x 2 seeds at 50%.
     assert (stops["runs"], stops["patience"], stops["cap"]) == (14, 14, 0)
     assert summary["methods"]["HasPT"]["seeds"] == [0, 1]
-    assert summary["methods"]["HasPT"]["epochs_run"] == [5, 5]
+    assert summary["methods"]["HasPT"]["epochs_run"] == [5, 5]  # best epoch 2 + patience 3
     tests = {(c["a"], c["b"], c["users"], c["fraction"]): c for c in summary["significance"]}
     assert set(tests) == {("HasPT", "NoPT", "all", 1.0), ("IDRec", "HasPT", "all", 1.0),
                           ("HasPT", "IDRec", "new", 1.0), ("HasPT", "NoPT", "all", 0.5)}  # fmt: skip
@@ -126,6 +130,13 @@ def test_a_collapsed_source_leaves_its_haspt_seed_missing_and_the_rest_runs(plat
     assert summary["methods"]["HasPT"]["per_seed"][1]["NDCG@10"] is None  # shown as missing
     haspt_nopt = next(c for c in summary["significance"] if (c["a"], c["b"]) == ("HasPT", "NoPT"))
     assert haspt_nopt["seeds"] == [0]  # only the seeds both methods have are paired
+
+
+def test_patience_counts_the_same_steps_at_every_fraction():
+    # 471 users, 128 a batch: 4 steps an epoch on all, 2 on 30% (141 users), 1 on 10% (47 users).
+    assert [scaled_patience(3, 471, 128, f) for f in (1.0, 0.3, 0.1)] == [3, 6, 12]
+    assert scaled_patience(3, 40, 128, 0.5) == 3  # one step an epoch either way
+    assert scaled_patience(2, 1000, 100, 0.25) == 7  # 2 x 10 steps, at 3 steps an epoch
 
 
 def test_the_new_item_users_are_those_whose_test_target_is_new(platforms):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -150,6 +151,9 @@ class _Runner:
         name = f"{method}-seed{seed}" if fraction == 1.0 else f"{method}-users{fraction:g}-seed{seed}"
         run_config = train_config(self.config, self.target, self.out / name, method, seed, self.config.epochs,
                                   user_fraction=fraction)  # fmt: skip
+        config = self.config
+        patience = scaled_patience(config.patience, self.target.n_users, config.batch_size, fraction)
+        run_config = replace(run_config, patience=patience)
         if method == "HasPT":
             # Seed s starts from the source pre-trained with seed s: HasPT's spread includes the source's.
             checkpoint = self.source_dir(seed) / "best"
@@ -194,6 +198,18 @@ class _Runner:
                     f"best epoch {result.best_epoch} of {result.epochs_run}, stopped by {stop})")  # fmt: skip
         return MethodRun(method, seed, fraction, ranks, curve, result.seconds, result.epochs_run,
                          result.best_epoch, stop, test)  # fmt: skip
+
+
+def scaled_patience(patience: int, n_users: int, batch_size: int, fraction: float) -> int:
+    """``patience`` epochs on all users, as the same number of optimizer steps on ``fraction`` of them.
+
+    An epoch on 10% of the target's users is one step where an epoch on all of them is four (471 users,
+    128 a batch): a patience of 3 epochs would stop such a run after three noisy validations of three
+    steps, before a fine-tuned model has recovered from its first steps. Counting patience in steps
+    gives every fraction the same number of steps without improvement."""
+    steps = math.ceil(n_users / batch_size)
+    steps_at_fraction = math.ceil(max(1, round(fraction * n_users)) / batch_size)
+    return max(patience, math.ceil(patience * steps / steps_at_fraction))
 
 
 def _metrics(out: Path) -> list[dict[str, Any]]:

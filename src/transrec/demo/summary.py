@@ -196,8 +196,9 @@ def conclusions(summary: dict[str, Any]) -> list[str]:
     if stops["runs"]:
         sentence = (
             f"{stops['patience']} of {stops['runs']} trained runs stopped by early stopping (patience "
-            f"{stops['patience_epochs']}), {stops['cap']} reached the epoch cap ({stops['epochs_cap']} on "
-            f"the target, {stops['source_epochs_cap']} on the source)"
+            f"{stops['patience_epochs']} epochs on all users, as many steps on fewer), {stops['cap']} "
+            f"reached the epoch cap ({stops['epochs_cap']} on the target, {stops['source_epochs_cap']} on "
+            "the source)"
         )
         if stops["collapsed"]:
             sentence += f", {stops['collapsed']} collapsed"
