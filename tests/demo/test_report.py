@@ -119,6 +119,12 @@ def test_no_significant_difference_is_said_as_such():
     assert comparison_sentence(comparison(0.05), SUMMARY["users"]).startswith("No significant difference")
 
 
+def test_no_relative_difference_against_a_mean_of_zero():
+    zero = {**comparison(0.24, a="HasPT", b="IDRec", users="new"), "relative": None, "relative_ci_low": None}
+    sentence = comparison_sentence(zero, SUMMARY["users"])
+    assert "HasPT - IDRec = +0.0120, 95% CI [+0.0040, +0.0200], p = 0.240" in sentence
+
+
 def test_p_values_at_the_bootstrap_floor():
     assert format_p(1 / 10001, 10000) == "p <= 0.0001"
     assert format_p(0.0004, 10000) == "p = 4.0e-04"

@@ -43,7 +43,7 @@ def add_parser(commands) -> None:
     demo.add_argument("--seeds", type=int, help="seeds of the main table, each with its own source "
                       "pre-training (default 3; 2 with --quick)")  # fmt: skip
     demo.add_argument("--scarcity-seeds", type=int, help="seeds of the scarcity grid, the first of --seeds "
-                      "(default: all of them; 1 with --quick)")  # fmt: skip
+                      "(default 2; 1 with --quick)")  # fmt: skip
     demo.add_argument("--fractions", help="shares of the target's users of the scarcity grid, "
                       "comma-separated (default 0.1,0.3,1; 0.5,1 with --quick)")  # fmt: skip
     demo.add_argument("--new-items", type=float, help="share of the target's items made new (default 0.1)")

@@ -152,7 +152,7 @@ def comparison_sentence(comparison: dict[str, Any], users: dict[str, int], level
     a, b, metric = comparison["a"], comparison["b"], comparison["metric"]
     where = _where(comparison, users)
     detail = (
-        f"{a} - {b} = {_signed(comparison['difference'])} ({_relative(comparison['relative'])}), "
+        f"{a} - {b} = {_signed(comparison['difference'])}{_in_parentheses(comparison['relative'])}, "
         f"95% CI [{_signed(comparison['ci_low'])}, {_signed(comparison['ci_high'])}]"
     )
     if comparison.get("relative_ci_low") is not None:
@@ -233,6 +233,10 @@ def _where(comparison: dict[str, Any], users: dict[str, int]) -> str:
 
 def _signed(value: float) -> str:
     return f"{value + 0.0:+.4f}"
+
+
+def _in_parentheses(relative: float | None) -> str:
+    return "" if relative is None else f" ({_relative(relative)})"  # none against a mean of 0
 
 
 def _relative(value: float | None) -> str:
