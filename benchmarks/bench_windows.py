@@ -22,6 +22,7 @@ stopped. ``--set KEY=VALUE`` overrides every run's config (for tuning on validat
     python benchmarks/bench_windows.py                                   # 2 models x {last, all} x 3 seeds
     python benchmarks/bench_windows.py --models idrec --windows all --seeds 0
     python benchmarks/bench_windows.py --new-items 0.1 --windows last --seeds 0 --output new10.md
+    python benchmarks/bench_windows.py --report-only                    # the table of what has finished
 """
 
 from __future__ import annotations
@@ -165,11 +166,13 @@ def table(runs: list[Run], subsets: tuple[str, ...]) -> str:
                 values = [r["excluded"].get(f"{name}/{metric}") for r in records]
                 row.append(cell(values) if None not in values else "n/a")
         seconds = [r["seconds"] for r in records]
+        loads = [r[key] for r in records for key in ("load_before", "load_after")]
+        spread = f" ({min(seconds):.0f}-{max(seconds):.0f})" if len(seconds) > 1 else ""
         row += [
             ",".join(str(r["best_epoch"]) + "/" + str(r["epochs_run"]) for r in records),
-            f"{statistics.fmean(seconds):.0f} s ({min(seconds):.0f}-{max(seconds):.0f})",
+            f"{statistics.fmean(seconds):.0f} s{spread}",
             ",".join(str(r.get("threads", "?")) for r in records),
-            f"{min(r['load_before'] for r in records):.1f}-{max(r['load_after'] for r in records):.1f}",
+            f"{min(loads):.1f}-{max(loads):.1f}",
         ]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
@@ -187,6 +190,9 @@ def verdicts(runs: list[Run]) -> list[str]:
             for metric in ("HR@10", "NDCG@10"):
                 mean, std = mean_std([r[protocol][metric] for r in records])
                 gap = mean - RECBOLE[metric]
+                if len(records) == 1:
+                    parts.append(f"{metric} {protocol} {gap:+.4f} (one seed: no spread)")
+                    continue
                 beyond = "beyond" if abs(gap) > std else "within"
                 parts.append(f"{metric} {protocol} {gap:+.4f} ({beyond} the std {std:.4f})")
         lines.append(f"{MODELS[model][0]}, windows {windows}, vs RecBole: " + "; ".join(parts))
@@ -204,6 +210,8 @@ def main() -> None:
     parser.add_argument("--root", default=None, help="data folder ($TRANSREC_HOME or ~/.cache/transrec)")
     parser.add_argument("--output", default=None, help="also write the table (Markdown) and records (.json)")
     parser.add_argument("--rerun", action="store_true", help="train again even where bench.json exists")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: tabulate the grid's runs that have a bench.json")  # fmt: skip
     args = parser.parse_args()
 
     import torch
@@ -223,11 +231,16 @@ def main() -> None:
                 config = run_config(model, windows, seed, dataset, runs_dir, args.set)
                 stored = Path(config.output_dir) / "bench.json"
                 record = json.loads(stored.read_text()) if stored.is_file() and not args.rerun else None
+                if args.report_only and (record is None or record.get("train_config") != to_dict(config)):
+                    print(f"{model} windows={windows} seed={seed}: no finished run of this config")
+                    continue
                 if record is None or record.get("train_config") != to_dict(config):  # another --set: train
                     record = {**train_and_evaluate(config, subsets), "train_config": to_dict(config)}
                     stored.write_text(json.dumps(record, indent=2) + "\n")
                 runs.append(Run(model, windows, seed, record))
                 print(summary(runs[-1]), flush=True)
+    if not runs:
+        raise SystemExit("no finished run to tabulate")
     text = table(runs, subsets)
     reference = (f"RecBole 1.2.1 SASRec (issue 12), history not excluded: HR@10 {RECBOLE['HR@10']:.3f} / "
                  f"NDCG@10 {RECBOLE['NDCG@10']:.3f}")  # fmt: skip
