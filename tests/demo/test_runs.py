@@ -132,6 +132,17 @@ def test_a_collapsed_source_leaves_its_haspt_seed_missing_and_the_rest_runs(plat
     assert haspt_nopt["seeds"] == [0]  # only the seeds both methods have are paired
 
 
+def test_a_target_without_new_items_leaves_the_new_item_column_empty(platforms, tmp_path, monkeypatch):
+    monkeypatch.setattr("transrec.demo.runs.train", FakeTrain())
+    config = DemoConfig(output_dir=str(tmp_path / "demo"), methods=("IDRec", "NoPT", "HasPT"), seeds=(0, 1),
+                        fractions=(1.0,), new_items=0.0)  # fmt: skip
+    summary = summarise(run_all(platforms[0], platforms[0], config, progress=False), config)
+    assert summary["users"]["new"] == 0 and summary["methods"]["HasPT"]["mean"]["new/NDCG@10"] is None
+    assert [c["users"] for c in summary["significance"]] == ["all", "all"]  # no new-item test
+    empty = "No test user has a new item as its target: the new-item column is empty."
+    assert empty in summary["conclusions"]
+
+
 def test_patience_counts_the_same_steps_at_every_fraction():
     # 471 users, 128 a batch: 4 steps an epoch on all, 2 on 30% (141 users), 1 on 10% (47 users).
     assert [scaled_patience(3, 471, 128, f) for f in (1.0, 0.3, 0.1)] == [3, 6, 12]
