@@ -19,7 +19,7 @@ import torch
 from transrec.data.item_content import ItemContent
 from transrec.data.prepared import PreparedDataset
 from transrec.errors import UsageError
-from transrec.evaluation.protocol import stage_histories
+from transrec.evaluation.protocol import absent_items, exclusion_lists, stage_histories
 from transrec.evaluation.ranking import ItemSets, RankingMetrics, ranks_from_embeddings
 from transrec.utils.distributed import DistributedContext
 from transrec.utils.packages import import_optional
@@ -208,6 +208,7 @@ def evaluate_model_detailed(
         table = item_table(model, content, batch_size, device)
         candidates = model.ranking_items(table)  # the item vectors, or a stage-1 model's UEP head
         histories, targets = stage_histories(dataset, stage)
+        absent = absent_items(dataset, stage)  # validation stands before the new items exist
         users = np.arange(dataset.n_users) if users is None else np.asarray(users)
         ranks = torch.zeros(len(users), dtype=torch.long, device=device)
         ctx = DistributedContext.current()
@@ -215,11 +216,8 @@ def evaluate_model_detailed(
             batch = users[start : start + batch_size]
             batch_histories = [histories[u] for u in batch]
             vectors = model.ranking_users(user_vectors(model, table, batch_histories, batch, device))
-            exclude = (
-                ItemSets.from_lists([torch.from_numpy(h.astype(np.int64)) for h in batch_histories])
-                if exclude_history
-                else None
-            )
+            lists = exclusion_lists(batch_histories, exclude_history, absent)
+            exclude = ItemSets.from_lists(lists) if lists is not None else None
             batch_targets = torch.from_numpy(targets[batch].astype(np.int64)).to(device)
             if exclude is not None:
                 exclude = ItemSets(exclude.offsets.to(device), exclude.items.to(device))

@@ -111,6 +111,9 @@ class SequenceTrainingData(Dataset):
             ``(seed, epoch, user)``. The number per user is fixed, so ``len()`` is the same every epoch.
 
     Users with fewer than 2 training interactions have no window (no input/target pair) and are skipped.
+    Items marked new by the new-item protocol (``PreparedDataset.item_is_new``) are never drawn as
+    negatives: they do not exist yet when the platform trains, and drawing them would push them down in
+    every user's ranking before they arrive.
     The kept users (``users``) come first (``user_fraction``), then their windows; ``len()`` is the
     number of windows, which a sampler (DDP) and the batch count read.
     """
@@ -156,6 +159,8 @@ class SequenceTrainingData(Dataset):
         self.max_len, self.mode, self.n_negatives = max_len, mode, n_negatives
         self.content, self.seed, self.mask_prob = content, seed, mask_prob
         self.positives = positives
+        # Sorted item indices that are never negatives (the new-item protocol's items); empty otherwise.
+        self.unavailable = np.flatnonzero(dataset.item_is_new).astype(np.int64)
         self.epoch = 0
         eligible = np.flatnonzero(self.train_ends - self.starts >= 2)
         if user_fraction < 1.0:
@@ -242,7 +247,9 @@ class SequenceTrainingData(Dataset):
             masked = np.zeros(length, dtype=bool)
         negatives = np.zeros((length, self.n_negatives), dtype=np.int64)
         rows = np.flatnonzero(targets)
-        negatives[rows] = sample_uniform_excluding(rng, self.n_items, history, (len(rows), self.n_negatives))
+        negatives[rows] = sample_uniform_excluding(
+            rng, self.n_items, self._not_negatives(history), (len(rows), self.n_negatives)
+        )
         return {
             "user_id": user,
             "inputs": inputs,
@@ -252,6 +259,10 @@ class SequenceTrainingData(Dataset):
             "masked": masked,
             "history": history,
         }
+
+    def _not_negatives(self, history: np.ndarray) -> np.ndarray:
+        """The user's training items and the items that do not exist yet (sorted, unique)."""
+        return np.union1d(history, self.unavailable) if len(self.unavailable) else history
 
     def _cpc_window(
         self, user: int, train: np.ndarray, history: np.ndarray, rng: np.random.Generator
@@ -264,7 +275,8 @@ class SequenceTrainingData(Dataset):
         positives = np.zeros(self.positives, dtype=np.int64)
         positives[:count] = train[len(train) - count :]
         inputs = _left_pad(train[: len(train) - count][-self.max_len :], self.max_len)
-        negatives = sample_uniform_excluding(rng, self.n_items, history, (self.n_negatives,))
+        excluded = self._not_negatives(history)
+        negatives = sample_uniform_excluding(rng, self.n_items, excluded, (self.n_negatives,))
         return {
             "user_id": user,
             "inputs": inputs,

@@ -111,7 +111,10 @@ def log_q_from_counts(counts: torch.Tensor | np.ndarray, items: torch.Tensor) ->
 
 
 def full_softmax_loss(
-    hidden: torch.Tensor, targets: torch.Tensor, all_item_vecs: torch.Tensor
+    hidden: torch.Tensor,
+    targets: torch.Tensor,
+    all_item_vecs: torch.Tensor,
+    unavailable: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Softmax cross-entropy over the whole catalogue (TransRec stage 1, eq. 8-9).
 
@@ -123,10 +126,14 @@ def full_softmax_loss(
         targets: long ``[N]`` item indices in 1..n_items.
         all_item_vecs: ``[n_items + 1, d]``; row 0 (padding) is not a class: it never enters the
             normaliser, whatever its vector.
+        unavailable: optional bool ``[n_items + 1]``: items left out of the normaliser (the new-item
+            protocol's items, which do not exist yet at training time); never a target.
 
     Returns the mean over the N positions.
     """
     if targets.numel() and int(targets.min()) < 1:
         raise ValueError("targets must be item indices >= 1; 0 is padding")
     logits = hidden @ all_item_vecs[1:].T  # [N, n_items]; class c is item c + 1
+    if unavailable is not None:
+        logits = logits.masked_fill(unavailable[1:].to(logits.device), float("-inf"))
     return F.cross_entropy(logits, targets - 1)

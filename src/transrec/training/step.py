@@ -28,6 +28,9 @@ class TrainingObjective:
             reference.check_supported(config.objective, config.mode, config.n_negatives)
         if config.objective in ("inbatch", "pmmrec") and config.logq:
             self.counts = torch.from_numpy(training_item_counts(dataset))
+        # Items of the new-item protocol do not exist yet at training time: no class of the full softmax.
+        new = torch.from_numpy(dataset.item_is_new)
+        self.unavailable = new if bool(new.any()) else None
 
     def loss(self, model, batch: dict) -> torch.Tensor:
         batch = batch_to(batch, self.device, non_blocking=True)
@@ -55,7 +58,7 @@ class TrainingObjective:
         all_items = torch.arange(1, self.content.n_items + 1)
         catalogue = model.encode_items(self.content.batch(all_items).to(self.device))
         catalogue = torch.cat([catalogue.new_zeros(1, catalogue.shape[1]), catalogue])
-        return losses.full_softmax_loss(hidden[at], targets[at], catalogue)
+        return losses.full_softmax_loss(hidden[at], targets[at], catalogue, self.unavailable)
 
     def inbatch_loss(
         self, hidden: torch.Tensor, vectors: torch.Tensor, batch: dict, temperature: float | None = None
