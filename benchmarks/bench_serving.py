@@ -80,7 +80,14 @@ def percentiles(latencies: list[float]) -> dict[str, float | None]:
 class Server:
     """``transrec serve`` on a copy of the export, in its own process, on a free loopback port."""
 
-    def __init__(self, export: Path, index: str, torch_threads: int | None, workdir: Path) -> None:
+    def __init__(
+        self,
+        export: Path,
+        index: str,
+        torch_threads: int | None,
+        workdir: Path,
+        serve_options: tuple[str, ...] = (),
+    ) -> None:
         self.copy = workdir / "export"
         shutil.copytree(export, self.copy)
         self.port = free_port()
@@ -90,7 +97,9 @@ class Server:
         if torch_threads is not None:
             env["OMP_NUM_THREADS"] = str(torch_threads)  # torch's intra-op threads, read at start
         command = [sys.executable, "-m", "transrec", "serve", str(self.copy), "--host", "127.0.0.1"]
-        command += ["--port", str(self.port), "--index", index, "--quiet"]
+        command += ["--port", str(self.port), "--index", index, "--quiet", *serve_options]
+        if torch_threads is not None:
+            command += ["--torch-threads", str(torch_threads)]
         self.log = self.log_path.open("w")
         self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, env=env)
 
@@ -299,7 +308,14 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     aiohttp = import_optional("aiohttp", "the serving load test (benchmarks/bench_serving.py)")
     items = [json.loads(line) for line in (args.export / "items.jsonl").read_text().splitlines()]
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as workdir:
-        server = None if args.url else Server(args.export, args.index, args.torch_threads, Path(workdir))
+        serve_options = []
+        if args.max_batch_size is not None:
+            serve_options += ["--max-batch-size", str(args.max_batch_size)]
+        if args.batch_wait_ms is not None:
+            serve_options += ["--batch-wait-ms", str(args.batch_wait_ms)]
+        server = None
+        if not args.url:
+            server = Server(args.export, args.index, args.torch_threads, Path(workdir), tuple(serve_options))
         url = args.url or server.url
         connector = aiohttp.TCPConnector(limit=args.clients)
         timeout = aiohttp.ClientTimeout(total=args.request_timeout)
@@ -321,6 +337,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                         "visible_k": args.visible_k,
                         "index": args.index if server else "(the running service's)",
                         "torch_threads": args.torch_threads,
+                        "serve_options": serve_options,
                         "url": url,
                         "export": str(args.export),
                         "catalogue": len(items),
@@ -356,7 +373,15 @@ def main() -> None:
     parser.add_argument("--add-share", type=float, default=0.05, help="share of POST /items in the mix")
     parser.add_argument("--visible-k", type=int, default=10, help="k of the recommendation after an add")
     parser.add_argument("--index", default="exact", help="the service's retrieval index (default exact)")
-    parser.add_argument("--torch-threads", type=int, default=None, help="OMP_NUM_THREADS of the service")
+    parser.add_argument(
+        "--torch-threads", type=int, default=None, help="the service's --torch-threads (default: its own, 1)"
+    )
+    parser.add_argument(
+        "--max-batch-size", type=int, default=None, help="the service's --max-batch-size (default: its own)"
+    )
+    parser.add_argument(
+        "--batch-wait-ms", type=float, default=None, help="the service's --batch-wait-ms (default: its own)"
+    )
     parser.add_argument("--url", default=None, help="load an already running service instead")
     parser.add_argument("--max-batch", type=int, default=256, help="the service's --max-batch")
     parser.add_argument("--request-timeout", type=float, default=30.0)

@@ -220,7 +220,7 @@ def test_a_bug_is_a_500_that_leaks_nothing(exports, monkeypatch, caplog):
     def broken(*args, **kwargs):
         raise RuntimeError("secret detail at /srv/models")
 
-    monkeypatch.setattr(recommender, "recommend", broken)
+    monkeypatch.setattr(recommender, "recommend_many", broken)  # /recommend answers through the batcher
     with TestClient(create_app(recommender, HTTP_LIMITS), raise_server_exceptions=False) as client:
         answer = client.post("/recommend", json={"history": []})
     assert answer.status_code == 500

@@ -21,7 +21,21 @@ from collections.abc import Iterator
 
 logger = logging.getLogger(__name__)
 
-INDEX_KINDS = ("exact", "faiss-flat", "faiss-hnsw")
+
+class _IndexKinds:
+    """``INDEXES.names()``, looked up only when argparse checks ``--index`` or prints the help: importing
+    the retrieval module imports torch, which every other command would pay for at start-up."""
+
+    def _names(self) -> list[str]:
+        from transrec.serving.retrieval import INDEXES
+
+        return list(INDEXES.names())
+
+    def __contains__(self, kind: object) -> bool:
+        return kind in self._names()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
 
 
 def add_parser(commands) -> None:
@@ -34,7 +48,32 @@ def add_parser(commands) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free port)")
     serve.add_argument(
-        "--index", choices=INDEX_KINDS, default="exact", help="retrieval index (faiss-*: the [serving] extra)"
+        "--index",
+        choices=_IndexKinds(),
+        default="exact",
+        metavar="KIND",  # argparse would list the choices when the parser is built, not when it prints
+        help="retrieval index: %(choices)s (default exact; faiss-*: the [serving] extra)",
+    )
+    serve.add_argument(
+        "--torch-threads",
+        type=_positive_int,
+        default=1,
+        help="torch's intra-op threads (default 1: requests run concurrently already, and small per-request "
+        "operations lose to thread synchronisation when cores are shared)",
+    )
+    batching = serve.add_argument_group("micro-batching of POST /recommend")
+    batching.add_argument(
+        "--batch-wait-ms",
+        type=_non_negative_float,
+        default=2.0,
+        help="how long the first request of a batch waits for others (default 2; 0: no waiting, requests "
+        "that queued meanwhile are still answered together)",
+    )
+    batching.add_argument(
+        "--max-batch-size",
+        type=_positive_int,
+        default=64,
+        help="most requests answered by one forward pass (default 64; 1: no batching)",
     )
     limits = serve.add_argument_group("limits (a request over one is refused with 4xx)")
     limits.add_argument("--max-k", type=int, default=1000, help="largest k (default 1000)")
@@ -55,6 +94,7 @@ def add_parser(commands) -> None:
 def run_serve(args: argparse.Namespace) -> int:
     from transrec.serving import Recommender
     from transrec.serving.app import HttpLimits, create_app
+    from transrec.serving.batching import BatchingConfig
     from transrec.serving.content import ContentLimits
     from transrec.serving.server import listen, url_of, uvicorn_server
     from transrec.utils.packages import import_optional
@@ -69,14 +109,16 @@ def run_serve(args: argparse.Namespace) -> int:
         max_image_pixels=args.max_image_pixels,
     )
     limits = HttpLimits(max_k=args.max_k, max_batch=args.max_batch, max_body_bytes=args.max_body_bytes)
+    batching = BatchingConfig(max_batch_size=args.max_batch_size, max_wait_ms=args.batch_wait_ms)
+    set_torch_threads(args.torch_threads)
     recommender = Recommender.load(args.export_dir, index=args.index, limits=content)
-    app = create_app(recommender, limits)
+    app = create_app(recommender, limits, batching)
     sock = listen(args.host, args.port)
     server = uvicorn_server(app, log_level="warning" if args.quiet else "info", access_log=args.access_log)
     url = url_of(sock)
     logger.info(
-        "serving %s (%d items, %s index) at %s; API docs at %s/docs; Ctrl-C stops",
-        args.export_dir, recommender.catalogue_size, args.index, url, url,
+        "serving %s (%d items, %s index, %d torch threads) at %s; API docs at %s/docs; Ctrl-C stops",
+        args.export_dir, recommender.catalogue_size, args.index, args.torch_threads, url, url,
     )  # fmt: skip
     with _sigterm_as_interrupt():
         try:
@@ -88,6 +130,33 @@ def run_serve(args: argparse.Namespace) -> int:
             sock.close()
     logger.info("stopped")
     return 0
+
+
+def set_torch_threads(n: int) -> None:
+    """Give torch ``n`` intra-op threads, before the model loads (and before any parallel work starts)."""
+    import torch
+
+    torch.set_num_threads(n)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of at least 0, got {text!r}")
+    return value
 
 
 def _raise_interrupt(signum, frame) -> None:

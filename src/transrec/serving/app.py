@@ -19,10 +19,14 @@ them changes the catalogue, because the ``Recommender`` validates and encodes be
 Request bodies are limited while they arrive (``body_limit.BodyLimit``), image uploads are read up to
 their limit and no further, and nothing a request names (a path, a URL) is ever opened: images are bytes.
 
-Concurrency: the model work runs in the server's thread pool (the endpoints are plain functions, or hand
-it over with ``run_in_threadpool``), so requests are answered concurrently; the ``Recommender`` swaps
-whole snapshots of its catalogue, so a reader never sees a half-applied add or remove. One process holds
-the catalogue: several server processes would each see only their own additions.
+Concurrency: concurrent ``POST /recommend`` requests are answered together, by one ``recommend_many``
+call in a thread of its own (``batching.MicroBatcher``: a batch closes at ``max_batch_size`` requests or
+``max_wait_ms`` after its first; each request still gets its own answer or its own 4xx). The other model
+work runs in the server's thread pool (plain-function endpoints, or ``run_in_threadpool``), so an add is
+never queued behind the recommendations. The application's lifespan stops the batcher. The
+``Recommender`` swaps whole snapshots of its catalogue, so a reader never sees a half-applied add or
+remove. One process holds the catalogue: several server processes would each see only their own
+additions.
 """
 
 # No ``from __future__ import annotations``: FastAPI reads the endpoints' annotations (the request models,
@@ -30,6 +34,7 @@ the catalogue: several server processes would each see only their own additions.
 
 import base64
 import binascii
+import contextlib
 import logging
 import math
 from dataclasses import dataclass, fields
@@ -37,6 +42,7 @@ from typing import Any
 
 from transrec import __version__
 from transrec.config import ConfigError
+from transrec.serving.batching import BatchingConfig, MicroBatcher
 from transrec.serving.body_limit import BodyLimit
 from transrec.serving.http_errors import (
     HttpInputError,
@@ -144,9 +150,13 @@ def recommendation_body(rec: Any, max_len: int) -> dict[str, Any]:
     }
 
 
-def create_app(recommender: Any, limits: HttpLimits | None = None) -> Any:
+def create_app(
+    recommender: Any, limits: HttpLimits | None = None, batching: BatchingConfig | None = None
+) -> Any:
     """A FastAPI application answering for ``recommender`` (a ``transrec.serving.Recommender``) within
-    ``limits`` (default ``HttpLimits()``); content limits are the recommender's own (``.limits``)."""
+    ``limits`` (default ``HttpLimits()``); content limits are the recommender's own (``.limits``).
+    ``batching`` (default ``BatchingConfig()``): how concurrent ``POST /recommend`` requests are coalesced;
+    the batcher is ``app.state.batcher`` and stops with the application's lifespan."""
     fastapi = import_optional("fastapi", "the HTTP service (transrec serve)", also=("uvicorn", "multipart"))
     from fastapi.concurrency import run_in_threadpool
     from fastapi.exceptions import RequestValidationError
@@ -171,7 +181,18 @@ def create_app(recommender: Any, limits: HttpLimits | None = None) -> Any:
         }.items()
     }
 
+    # Looked up at each call, not bound now: the recommender's method is the one answering (tests wrap it).
+    batcher = MicroBatcher(lambda *args: recommender.recommend_many(*args), batching)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        try:
+            yield
+        finally:
+            await batcher.aclose()
+
     app = fastapi.FastAPI(
+        lifespan=lifespan,
         title="transrec",
         version=__version__,
         description=(
@@ -181,6 +202,7 @@ def create_app(recommender: Any, limits: HttpLimits | None = None) -> Any:
         ),
     )
     app.state.recommender = recommender
+    app.state.batcher = batcher
     app.state.limits = limits
     app.add_middleware(BodyLimit, max_bytes=body_limit)
 
@@ -239,17 +261,16 @@ def create_app(recommender: Any, limits: HttpLimits | None = None) -> Any:
         responses=errors,
         summary="Recommend for one history",
     )
-    def recommend(request: models.RecommendRequest):
+    async def recommend(request: models.RecommendRequest):
         """The top ``k`` items for one user's history (oldest first). An entry is a catalogue id or a
         content record of an item the catalogue has never seen (encoded on the fly, not added). An empty
         history gets the training data's most popular items (``popular: true``); a history longer than the
         model's ``max_len`` is cut to its most recent entries (``truncated`` and ``note`` say so). Unknown
         ids: 422 listing every one."""
-        rec = recommender.recommend(
-            history_of(request.history), k=request.k, exclude_seen=request.exclude_seen
-        )
-        # A response, not a dict: FastAPI would validate the dict against the model again, in the thread
-        # pool; the body is built from the Recommendation and needs no second check.
+        # Async: it only queues the history for the batcher, which answers it with those around it.
+        rec = await batcher.submit(history_of(request.history), request.k, request.exclude_seen)
+        # A response, not a dict: FastAPI would validate the dict against the model again; the body is
+        # built from the Recommendation and needs no second check.
         return JSONResponse(recommendation_body(rec, recommender.max_len))
 
     @app.post(

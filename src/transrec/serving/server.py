@@ -52,9 +52,9 @@ def url_of(sock: socket.socket) -> str:
 
 
 def uvicorn_server(app: Any, log_level: str = "info", access_log: bool = False) -> Any:
-    """A ``uvicorn.Server`` for ``app``; run it with ``.run(sockets=[listen(...)])``. No lifespan events
-    (the application has none); ``access_log``: one log line per request (off by default: it costs
-    throughput, and errors are logged anyway)."""
+    """A ``uvicorn.Server`` for ``app``; run it with ``.run(sockets=[listen(...)])``. The application's
+    lifespan runs (its shutdown stops the /recommend batcher); ``access_log``: one log line per request
+    (off by default: it costs throughput, and errors are logged anyway)."""
     uvicorn = import_optional("uvicorn", "the HTTP service (transrec serve)", also=("fastapi", "multipart"))
-    config = uvicorn.Config(app, log_level=log_level, access_log=access_log, lifespan="off")
+    config = uvicorn.Config(app, log_level=log_level, access_log=access_log, lifespan="on")
     return uvicorn.Server(config)
