@@ -48,10 +48,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +59,7 @@ from safetensors.torch import load_file, save_file
 
 from transrec.errors import MissingPathError, UserError
 from transrec.registry import Registry
+from transrec.serving.locks import ReadWriteLock
 
 logger = logging.getLogger(__name__)
 
@@ -135,48 +134,6 @@ def _first(values: torch.Tensor, limit: int = 5) -> list[int]:
     return values[:limit].tolist()
 
 
-class _ReadWriteLock:
-    """Many readers at once, or one writer. A waiting writer holds new readers back, so that a steady
-    stream of searches (a busy service) cannot postpone an ``add`` forever."""
-
-    def __init__(self) -> None:
-        self._condition = threading.Condition()
-        self._readers = 0
-        self._writing = False
-        self._writers_waiting = 0
-
-    @contextmanager
-    def read(self) -> Iterator[None]:
-        with self._condition:
-            while self._writing or self._writers_waiting:
-                self._condition.wait()
-            self._readers += 1
-        try:
-            yield
-        finally:
-            with self._condition:
-                self._readers -= 1
-                if self._readers == 0:
-                    self._condition.notify_all()
-
-    @contextmanager
-    def write(self) -> Iterator[None]:
-        with self._condition:
-            self._writers_waiting += 1
-            try:
-                while self._writing or self._readers:
-                    self._condition.wait()
-            finally:
-                self._writers_waiting -= 1
-            self._writing = True
-        try:
-            yield
-        finally:
-            with self._condition:
-                self._writing = False
-                self._condition.notify_all()
-
-
 def order_rows(scores: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Each row sorted by score, descending, then id, ascending (the documented tie order)."""
     ids_sorted, by_id = ids.sort(dim=1, stable=True)
@@ -194,7 +151,7 @@ class RetrievalIndex(ABC):
         self.parameters: dict[str, Any] = {}
         self._vectors = torch.empty(0, 0)
         self._ids = torch.empty(0, dtype=torch.int64)
-        self._lock = _ReadWriteLock()
+        self._lock = ReadWriteLock()
 
     # -- the interface ------------------------------------------------------------------------------------
 
@@ -209,7 +166,7 @@ class RetrievalIndex(ABC):
         """Replace the contents with ``vectors`` [N, d] (N >= 1) under the unique ids ``ids`` [N]."""
         vectors = _matrix(vectors, "vectors", None)
         ids = _id_vector(ids, "ids", vectors.shape[0])
-        with self._lock.write():
+        with self._lock.writing():
             self._change(vectors, ids, self._rebuild)
         return self
 
@@ -218,7 +175,7 @@ class RetrievalIndex(ABC):
         self._require_built()
         vectors = _matrix(vectors, "vectors", self.dim)
         ids = _id_vector(ids, "ids", vectors.shape[0])
-        with self._lock.write():
+        with self._lock.writing():
             present = torch.isin(ids, self._ids)
             if present.any():
                 raise RetrievalError(f"ids already in the index: {_first(ids[present])}; remove them first")
@@ -232,7 +189,7 @@ class RetrievalIndex(ABC):
         """Remove the items ``ids``, all of which must be in the index; at least one item must remain."""
         self._require_built()
         ids = _id_vector(ids, "ids")
-        with self._lock.write():
+        with self._lock.writing():
             unknown = ~torch.isin(ids, self._ids)
             if unknown.any():
                 raise RetrievalError(f"ids not in the index: {_first(ids[unknown])}")
@@ -253,14 +210,14 @@ class RetrievalIndex(ABC):
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= len(self):
             raise RetrievalError(f"k must be an integer from 1 to the {len(self)} items indexed, got {k!r}")
         excluded = self._exclusions(exclude, queries.shape[0])
-        with self._lock.read():
+        with self._lock.reading():
             return self._search(queries, int(k), excluded)
 
     def clone(self) -> RetrievalIndex:
         """An independent copy with the same parameters and contents: a change to either never shows in
         the other. The vectors are shared (no index modifies them in place); the backend is copied."""
         self._require_built()
-        with self._lock.read():
+        with self._lock.reading():
             other = type(self)(**self.parameters)
             other._vectors, other._ids = self._vectors, self._ids
             self._clone_backend(other)
@@ -271,7 +228,7 @@ class RetrievalIndex(ABC):
         self._require_built()
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        with self._lock.read():
+        with self._lock.reading():
             tensors = {"vectors": self._vectors, "ids": self._ids, **self._extra_tensors()}
             save_file(tensors, str(directory / "vectors.safetensors"))
             self._save_backend(directory)
