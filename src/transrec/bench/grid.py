@@ -21,9 +21,11 @@ message names the key path or the cell.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,6 +116,7 @@ class Grid:
             raise ConfigError(f"report: expected a mapping of tables and plots, got {report!r}")
         grid = cls(name=name, description=description, output_dir=output_dir, datasets=datasets, base=base,
                    stages=tuple(stages.values()), report=dict(report), path=path)  # fmt: skip
+        _check_override_keys(base, grid.stages)
         grid._expand()
         if grid.report:
             grid._check_report()
@@ -242,6 +245,38 @@ def _differences(value: dict[str, Any], default: Mapping[str, Any]) -> dict[str,
         elif item != default[key]:
             result[key] = item
     return result
+
+
+def _check_override_keys(base: Mapping[str, Any], stages: tuple[StageSpec, ...]) -> None:
+    """Refuse a key TrainConfig does not have where it is written (``stages[1].axes.item.HasPT``), before
+    the cells are built (whose errors name the cell)."""
+    from transrec.training.config import TrainConfig
+
+    layers = [("base (or base_config)", base)]
+    for index, stage in enumerate(stages):
+        layers.append((f"stages[{index}].set", stage.set))
+        for axis in stage.axes:
+            for level in axis.levels:
+                path = f"stages[{index}].axes.{axis.name}" + ("" if axis.plain else f".{level.label}")
+                layers.append((path, level.overrides))
+    for where, overrides in layers:
+        unknown = unknown_keys(TrainConfig, overrides)
+        if unknown:
+            raise ConfigError(f"{where}: {', '.join(unknown)} is not a TrainConfig key (they are listed in "
+                              "training/config.py)")  # fmt: skip
+
+
+def unknown_keys(cls: type, data: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """The dotted keys of ``data`` that the dataclass ``cls`` (and its nested dataclasses) lacks."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = []
+    for key, value in data.items():
+        if key not in names:
+            unknown.append(prefix + key)
+        elif dataclasses.is_dataclass(hints[key]) and isinstance(value, Mapping):
+            unknown += unknown_keys(hints[key], value, f"{prefix}{key}.")
+    return unknown
 
 
 def _base(data: Mapping[str, Any], base_dir: Path) -> dict[str, Any]:

@@ -57,7 +57,8 @@ class DatasetSpec:
         options: ``synthetic``: SyntheticWorldConfig fields; ``raw``: the loader's options;
             ``ml100k-platforms``: ``modality`` (text|mom), ``users_per_platform``, ``split_seed``,
             ``image_size``.
-        prepare: PrepareConfig fields of a ``raw`` dataset.
+        prepare: PrepareConfig fields of a ``raw`` dataset, or for ``synthetic`` merged over the defaults
+            of ``transrec data synth`` (``bench.datasets``).
     """
 
     builder: Literal["ml100k-platforms", "synthetic", "prepared", "raw"]
@@ -78,8 +79,9 @@ def parse_dataset(data: Any, where: str) -> DatasetSpec:
     given = {key for key, value in data.items() if value not in (None, {}, [])}
     needs = {"ml100k-platforms": {"part"}, "synthetic": {"part"}, "prepared": {"path"},
              "raw": {"path", "format"}}  # fmt: skip
-    accepts = {"ml100k-platforms": {"part", "new_items", "options"}, "synthetic": {"part", "options"},
-               "prepared": {"path"}, "raw": {"path", "format", "options", "prepare"}}  # fmt: skip
+    accepts = {"ml100k-platforms": {"part", "new_items", "options"},
+               "synthetic": {"part", "options", "prepare"}, "prepared": {"path"},
+               "raw": {"path", "format", "options", "prepare"}}  # fmt: skip
     missing = sorted(needs[spec.builder] - given)
     if missing:
         raise ConfigError(f"{where}: builder {spec.builder} needs {', '.join(missing)}")
@@ -94,11 +96,11 @@ def parse_dataset(data: Any, where: str) -> DatasetSpec:
         from transrec.data.synthetic import SyntheticWorldConfig
 
         from_dict(SyntheticWorldConfig, spec.options, prefix=f"{where}.options.")
-    elif spec.builder == "raw" and spec.prepare:
+    if spec.prepare:
         from transrec.data.prepare import PrepareConfig
 
         from_dict(PrepareConfig, spec.prepare, prefix=f"{where}.prepare.")
-    elif spec.builder == "ml100k-platforms":
+    if spec.builder == "ml100k-platforms":
         unknown = sorted(set(spec.options) - set(ML100K_OPTIONS))
         if unknown:
             raise ConfigError(f"{where}.options.{unknown[0]}: unknown option of ml100k-platforms; "
@@ -181,7 +183,6 @@ def parse_stage(
         raise ConfigError(f"{where}.name: a stage needs a name of letters, digits, '_', '.' and '-' (it "
                           f"names a folder), other than {' and '.join(RESERVED_STAGE_NAMES)}; "
                           f"got {name!r}")  # fmt: skip
-    where = f"stages[{index}] ({name})"
     if name in earlier:
         raise ConfigError(f"{where}.name: two stages are named {name}")
     kind = data.get("kind", "train")
