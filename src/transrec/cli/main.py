@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from transrec import __version__
+from transrec.cli import bench as bench_cli
 from transrec.cli import data as data_cli
 from transrec.cli import demo as demo_cli
 from transrec.cli import serve as serve_cli
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo_cli.add_parser(commands)
     serving_cli.add_parser(commands)
     serve_cli.add_parser(commands)
+    bench_cli.add_parser(commands)
     return parser
 
 

@@ -320,15 +320,34 @@ def evaluate_checkpoint(
     ``exclude_history``, ``subsets``: as ``evaluation.model_eval.evaluate_model`` (``"<subset>/users"``
     and ``"<subset>/<metric>"`` keys); ``per_user``: also write every user's target, rank and subset
     flags to this Parquet file (``Evaluation.write_per_user``)."""
+    from transrec.utils.packages import import_optional
+
+    if per_user is not None:
+        import_optional("pyarrow", "a per-user Parquet table (--per-user)")  # before the evaluation runs
+    evaluation = checkpoint_evaluation(checkpoint, dataset, stage, ks, device, batch_size, exclude_history,
+                                       subsets)  # fmt: skip
+    if per_user is not None:
+        evaluation.write_per_user(per_user)
+    return evaluation.metrics
+
+
+def checkpoint_evaluation(
+    checkpoint: str | Path,
+    dataset: str | Path | PreparedDataset,
+    stage: str = "test",
+    ks: tuple[int, ...] = (5, 10, 20, 50),
+    device: str | torch.device = "cpu",
+    batch_size: int = 512,
+    exclude_history: bool = True,
+    subsets: tuple[str, ...] = (),
+):
+    """:func:`evaluate_checkpoint` with every user's rank kept: the ``evaluation.model_eval.Evaluation``
+    (``metrics``, ``users``, ``targets``, ``ranks``, ``subsets``), after the same checks."""
     from transrec.data.item_content import ItemContent
     from transrec.evaluation.model_eval import evaluate_model_detailed, parse_subset
-    from transrec.utils.packages import import_optional
 
     for name in subsets:
         parse_subset(name)  # before the checkpoint is read
-    if per_user is not None:
-        import_optional("pyarrow", "a per-user Parquet table (--per-user)")  # before the evaluation runs
-
     data = dataset if isinstance(dataset, PreparedDataset) else PreparedDataset(dataset)
     model = SequentialRecommender.from_pretrained(checkpoint, map_location=device)
     if not model.item_encoder.transferable and model.config.n_items != data.n_items:
@@ -345,9 +364,6 @@ def evaluate_checkpoint(
     if model.item_encoder.needs_text:
         check_tokenizer(model.config, data, checkpoint)
     content = ItemContent(data, text=model.item_encoder.needs_text, image=model.item_encoder.needs_image)
-    evaluation = evaluate_model_detailed(
+    return evaluate_model_detailed(
         model, data, content, stage, ks, batch_size, torch.device(device), exclude_history, subsets=subsets
     )
-    if per_user is not None:
-        evaluation.write_per_user(per_user)
-    return evaluation.metrics
