@@ -25,7 +25,11 @@ def two_stage(**finetune: Any) -> dict[str, Any]:
         "name": "finetune",
         "dataset": "target",
         "from": "pretrain",
-        "axes": {"item": ITEM, "transfer": {"NoPT": {"from": None}, "HasPT": {}}, "seed": [0, 1]},
+        "axes": {
+            "item": copy.deepcopy(ITEM),
+            "transfer": {"NoPT": {"from": None}, "HasPT": {}},
+            "seed": [0, 1],
+        },
     }
     stage.update(finetune)
     return {
@@ -36,7 +40,7 @@ def two_stage(**finetune: Any) -> dict[str, Any]:
         },
         "base": {"model": {"d_model": 16, "max_len": 8}, "epochs": 2},
         "stages": [
-            {"name": "pretrain", "dataset": "source", "axes": {"item": ITEM, "seed": [0, 1]}},
+            {"name": "pretrain", "dataset": "source", "axes": {"item": copy.deepcopy(ITEM), "seed": [0, 1]}},
             stage,
         ],
     }
