@@ -21,6 +21,7 @@ TEXT = {"model.item_encoder": "text",
             "model_type": "bert", "vocab_size": 30522, "hidden_size": 16, "num_hidden_layers": 1,
             "num_attention_heads": 2, "intermediate_size": 32, "max_position_embeddings": 64}}}  # fmt: skip
 
+# fmt: off
 GRID: dict[str, Any] = {
     "name": "tiny",
     "description": "a tiny grid for the runner's tests",
@@ -30,10 +31,10 @@ GRID: dict[str, Any] = {
     },
     "base": {
         "model": {"d_model": 16, "max_len": 6, "user_encoder": "sasrec",
-                  "user_encoder_config": {"n_layers": 1, "n_heads": 2}},  # fmt: skip
+                  "user_encoder_config": {"n_layers": 1, "n_heads": 2}},
         "batch_size": 16, "epochs": 2, "patience": 5, "device": "cpu", "collapse_factor": 0.0,
         "ks": [5, 10], "optim": {"lr": 3.0e-3},
-    },  # fmt: skip
+    },
     "stages": [
         {"name": "pretrain", "dataset": "source", "set": TEXT, "axes": {"seed": [0, 1]}},
         {"name": "finetune", "dataset": "target", "from": "pretrain", "set": TEXT,
@@ -41,8 +42,9 @@ GRID: dict[str, Any] = {
         {"name": "zeroshot", "kind": "evaluate", "dataset": "target", "from": "pretrain", "set": TEXT,
          "axes": {"seed": [0, 1]}},
         {"name": "popularity", "kind": "popularity", "dataset": "target"},
-    ],  # fmt: skip
+    ],
 }
+# fmt: on
 
 CELLS = [
     "pretrain/seed=0", "pretrain/seed=1",

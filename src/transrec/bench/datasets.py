@@ -68,9 +68,15 @@ def dataset_dir(output_dir: Path, name: str) -> Path:
 
 
 def recorded_dataset(output_dir: Path, name: str) -> dict[str, Any] | None:
-    """``dataset.json`` of a grid's dataset, or None when it has not been prepared."""
+    """``dataset.json`` of a grid's dataset, or None when it has not been prepared; its ``path`` as a
+    path from the current directory (it is stored relative to ``output_dir`` when inside it, so that
+    a grid's output directory can move)."""
     path = dataset_dir(output_dir, name) / DATASET_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    record["path"] = str(Path(output_dir) / record["path"])  # an absolute stored path stays as it is
+    return record
 
 
 def dataset_state(output_dir: Path, name: str, spec: DatasetSpec) -> str:
@@ -106,6 +112,7 @@ def prepare_dataset(
         return path
     directory = dataset_dir(output_dir, name)
     lock = CellLock(directory)
+    announced: list[bool] = []
 
     def ready_or_locked() -> bool | None:
         state = dataset_state(output_dir, name, spec)
@@ -120,7 +127,9 @@ def prepare_dataset(
             )
         if lock.acquire():
             return False
-        logger.info(f"dataset {name!r} is being prepared by {lock.holder.describe()}: waiting")
+        if not announced:
+            logger.info(f"dataset {name!r} is being prepared by {lock.holder.describe()}: waiting")
+            announced.append(True)
         return None
 
     answer = wait_for(ready_or_locked, wait, poll)
@@ -134,7 +143,8 @@ def prepare_dataset(
             return Path(recorded_dataset(output_dir, name)["path"])
         logger.info(f"preparing dataset {name!r} ({spec.builder}) in {directory}")
         path = BUILDERS[spec.builder](spec, Path(output_dir), directory, progress, wait)
-        record = {"name": name, "spec": spec_dict(spec), "spec_hash": spec_hash(spec), "path": str(path),
+        stored = path.relative_to(output_dir) if path.is_relative_to(output_dir) else path.resolve()
+        record = {"name": name, "spec": spec_dict(spec), "spec_hash": spec_hash(spec), "path": str(stored),
                   "prepared": now_iso()}  # fmt: skip
         atomic_write_text(directory / DATASET_FILE, json.dumps(record, indent=2) + "\n")
         return path

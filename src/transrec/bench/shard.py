@@ -86,14 +86,13 @@ def _stepped(name: str, task: int, first: int, last: int, step: int) -> Shard:
 def _slurm(env: Mapping[str, str]) -> Shard:
     task, count = _int(env, "SLURM_ARRAY_TASK_ID"), _int(env, "SLURM_ARRAY_TASK_COUNT")
     first, step = _int(env, "SLURM_ARRAY_TASK_MIN", 0), _int(env, "SLURM_ARRAY_TASK_STEP", 1)
-    shard = _stepped("SLURM_ARRAY_TASK_ID", task, first, first + (count - 1) * step, step)
-    last = env.get("SLURM_ARRAY_TASK_MAX")
-    if last not in (None, "") and int(last) != first + (count - 1) * step:
+    last = first + (count - 1) * step
+    if _int(env, "SLURM_ARRAY_TASK_MAX", last) != last:
         raise UsageError(
-            f"the Slurm array ({count} tasks from {first} to {last}) is not an evenly stepped range, so a "
-            "task's index does not give its shard; pass --shard i/n"
+            f"the Slurm array ({count} tasks from {first} to {env['SLURM_ARRAY_TASK_MAX']}) is not an evenly "
+            "stepped range, so a task's index does not give its shard; pass --shard i/n"
         )
-    return shard
+    return _stepped("SLURM_ARRAY_TASK_ID", task, first, last, step)
 
 
 def _sge(env: Mapping[str, str]) -> Shard:
