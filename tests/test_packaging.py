@@ -309,7 +309,8 @@ def test_the_other_declared_bounds_cover_the_apis_the_code_uses():
 
 def test_the_all_extra_is_the_union_of_the_others():
     extras = pyproject()["project"]["optional-dependencies"]
-    parts = ("text", "parquet", "lmdb", "plot", "serving")
+    parts = ("text", "parquet", "lmdb", "plot", "serving", "tracking-tensorboard", "tracking-mlflow",
+             "tracking-wandb")  # fmt: skip
     union = {Requirement(line).name: str(Requirement(line)) for name in parts for line in extras[name]}
     assert {Requirement(line).name: str(Requirement(line)) for line in extras["all"]} == union
 

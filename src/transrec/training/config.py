@@ -7,6 +7,7 @@ from typing import Literal
 
 from transrec.config import ConfigError
 from transrec.models.recommender import FREEZABLE, ModelConfig
+from transrec.training.tracking import TrackingConfig
 
 
 @dataclass
@@ -194,6 +195,14 @@ class TrainConfig:
             s2s, n_negatives 1 and the text, image or id item encoder.
         collapse_grace: a run that has never been above that level is given this many epochs to rise
             before it is called collapsed (a young run on a tiny catalogue can sit near random).
+        tracking: log the run to an experiment tracker (``training.tracking``): ``tensorboard`` (event
+            files), ``mlflow`` (a local file store) or ``wandb`` (offline mode), each from its extra
+            (``pip install 'transrec[tracking-tensorboard]'``...); ``none`` logs nothing. The resolved
+            config, every ``metrics.jsonl`` row, the test metrics and the final status; rank 0 only; a
+            resumed run continues the same tracked run.
+        tracking_config: where and under which names (``training.tracking.TrackingConfig``: ``dir``,
+            default ``<output_dir>/tracking``; ``experiment``; ``run_name``, default the name of
+            ``output_dir``; ``mlflow_uri``).
     """
 
     dataset: str
@@ -233,6 +242,8 @@ class TrainConfig:
     parallel: Literal["ddp", "fsdp"] = "ddp"
     trunk_cache_max_memory_mb: float = 4096
     optim: OptimConfig = field(default_factory=OptimConfig)
+    tracking: Literal["none", "tensorboard", "mlflow", "wandb"] = "none"
+    tracking_config: TrackingConfig = field(default_factory=TrackingConfig)
 
     def __post_init__(self) -> None:
         if isinstance(self.resume, bool):  # the older boolean: continue when last/ exists, or start over

@@ -39,6 +39,7 @@ from transrec.config import ConfigError, dump_yaml, from_dict, to_dict
 from transrec.data.paths import resolve_dataset
 from transrec.training.checkpoint import STATE_FILE, check_optimizer_format, read_trainer_state
 from transrec.training.config import TrainConfig
+from transrec.training.tracking import TRACKING_DIR, TRACKING_KEYS, TRACKING_STATE_FILE
 from transrec.utils.distributed import DistributedContext
 from transrec.utils.io import atomic_write_text, recover_directory
 
@@ -47,7 +48,7 @@ RESULT_FILE = "result.json"
 CHANGES_FILE = "config_changes.jsonl"
 #: What a run writes into its directory (besides ``config.<n>.yaml``); ``resume: never`` removes these.
 RUN_FILES = (CONFIG_FILE, "metrics.jsonl", RESULT_FILE, "test_metrics.json", "test_ranks.npz", CHANGES_FILE,
-             "best", "last", "trunk_cache")  # fmt: skip
+             "best", "last", "trunk_cache", TRACKING_STATE_FILE, TRACKING_DIR)  # fmt: skip
 
 #: Keys of the resolved config (dotted) that may differ between the run on disk and the run continuing it
 #: under ``resume: auto``, with why none of them can change the weights already trained nor the weights
@@ -70,6 +71,11 @@ TRAJECTORY_FREE: dict[str, str] = {
     "trunk_cache": "a frozen trunk's output computed once instead of in every step (the same, to float "
     "rounding)",
     "trunk_cache_max_memory_mb": "whether that cache is held in memory or memory-mapped",
+    **dict.fromkeys(
+        TRACKING_KEYS,
+        "where the run is reported (training.tracking), which no computation reads; a run continued with "
+        "tracking turned on replays its earlier epochs from metrics.jsonl",
+    ),
 }
 
 

@@ -27,7 +27,7 @@ from safetensors.torch import load_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from transrec.config import ConfigError
+from transrec.config import ConfigError, to_dict
 from transrec.data.item_content import ItemContent
 from transrec.data.prepared import PreparedDataset
 from transrec.errors import TransrecError
@@ -56,6 +56,7 @@ from transrec.training.fsdp import full_parameters, shard
 from transrec.training.precision import Precision
 from transrec.training.run_directory import open_run_directory, record_resumed_config
 from transrec.training.step import TrainingObjective
+from transrec.training.tracking import RunTracking, failure_status, open_tracking
 from transrec.training.validation import validate_config
 from transrec.utils.distributed import DistributedContext, join_process_group, local_device
 from transrec.utils.io import atomic_write_text
@@ -176,16 +177,23 @@ def train(config: TrainConfig, *, progress: bool = True, hook: Hook | None = Non
     writes files (whole tensors, whatever the sharding) and shows progress.
     """
     ctx, owns_group = join_process_group(config.device)
+    tracking = open_tracking(config, ctx.is_main)  # ``tracking``: only rank 0 logs
     try:
-        return _train(config, ctx, progress and ctx.is_main, hook)
+        return _train(config, ctx, progress and ctx.is_main, hook, tracking)
+    except BaseException as err:  # the tracked run ends as the run did
+        tracking.finish("collapsed" if isinstance(err, TrainingCollapsed) else failure_status(err))
+        raise
     finally:
         if owns_group:
             torch.distributed.destroy_process_group()
 
 
-def _train(config: TrainConfig, ctx: DistributedContext, progress: bool, hook: Hook | None) -> RunResult:
+def _train(
+    config: TrainConfig, ctx: DistributedContext, progress: bool, hook: Hook | None, tracking: RunTracking
+) -> RunResult:
     started = time.perf_counter()
     validate_config(config)  # before anything is read, built or written: a refused key costs nothing
+    tracking.check_installed()  # every process: a missing package stops them all, with its install command
     out = Path(config.output_dir)
     main = ctx.is_main
     if main:
@@ -255,6 +263,7 @@ def _train(config: TrainConfig, ctx: DistributedContext, progress: bool, hook: H
         _log(main, f"resuming from {out / 'last'} after epoch {state['epoch']}"
                    + (f" with {changed}" if changed else ""))  # fmt: skip
     history = _read_metrics(out / "metrics.jsonl", before_epoch=state["epoch"])
+    tracking.start(to_dict(replace(config, model=model_config)), history, resuming)
     random_level = random_ndcg_at_10(dataset)
 
     for epoch in range(state["epoch"], config.epochs):
@@ -315,6 +324,7 @@ def _train(config: TrainConfig, ctx: DistributedContext, progress: bool, hook: H
                       {**state, "loss_scale": precision.state_dict()})  # fmt: skip
         del weights, optimizer_state
         ctx.barrier()  # best/ and last/ are complete before anyone goes on (or is killed)
+        tracking.log_epoch(record)  # once checkpointed: a resumed run logs every epoch once
         if hook:
             with full_parameters(step_module):
                 hook("epoch", {"epoch": epoch + 1, "valid": valid, "model": model})
@@ -348,6 +358,8 @@ def _train(config: TrainConfig, ctx: DistributedContext, progress: bool, hook: H
         atomic_write_text(out / "test_metrics.json", json.dumps(test, indent=2) + "\n")
         _write_test_ranks(out / TEST_RANKS_FILE, evaluation.users, evaluation.targets, evaluation.ranks)
         atomic_write_text(out / "result.json", json.dumps(_result_dict(result), indent=2) + "\n")
+        tracking.log_test(state["epoch"], test)
+        tracking.finish(result.status)
     ctx.barrier()
     return result
 

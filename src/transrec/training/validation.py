@@ -57,6 +57,10 @@ what it needs. A key that one objective reads is ignored by the others:
                                TransRec eq. 10), not reference_path (the papers' one window per user)
     window_stride,
     windows_per_user           windows=all
+    tracking_config.dir,
+    tracking_config.run_name   tracking is not none
+    tracking_config.experiment tracking mlflow or wandb (TensorBoard has no experiment)
+    tracking_config.mlflow_uri tracking mlflow
 
 ``ENCODER_RULES``: fields of the ``model.*_encoder_config`` dicts, checked against the encoder's own
 config dataclass wherever such a config sits (``text`` alone, inside ``mom``/``mm``, or
@@ -377,6 +381,20 @@ RULES: tuple[Rule, ...] = (
              example=(f"{key}=3",))
         for key in ("window_stride", "windows_per_user")
     ),
+    *(
+        Rule(f"tracking_config.{name}", lambda c: c.tracking != "none", lambda c: "tracking=none",
+             "only a tracking backend (tracking: tensorboard, mlflow or wandb) uses it",
+             example=(f"tracking_config.{name}={value}",))
+        for name, value in (("dir", "runs/tracking"), ("run_name", "baseline"))
+    ),
+    Rule("tracking_config.experiment", lambda c: c.tracking in ("mlflow", "wandb"),
+         lambda c: f"tracking={c.tracking}",
+         "only tracking mlflow (the experiment) and wandb (the project) use it; TensorBoard names a run by "
+         "its log dir (tracking_config.run_name)",
+         example=("tracking=tensorboard", "tracking_config.experiment=grid")),
+    Rule("tracking_config.mlflow_uri", lambda c: c.tracking == "mlflow", lambda c: f"tracking={c.tracking}",
+         "only tracking mlflow uses it",
+         example=("tracking=wandb", "tracking_config.mlflow_uri=sqlite:///mlflow.db")),
 )  # fmt: skip
 
 ENCODER_RULES: tuple[EncoderRule, ...] = (

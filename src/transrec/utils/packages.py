@@ -35,9 +35,12 @@ EXTRAS = {
     "fastapi": "serving",
     "uvicorn": "serving",
     "multipart": "serving",
+    "tensorboard": "tracking-tensorboard",
+    "mlflow": "tracking-mlflow",
+    "wandb": "tracking-wandb",
 }
 #: Import names whose distribution on PyPI has another name (``import faiss`` comes from ``faiss-cpu``).
-DISTRIBUTIONS = {"faiss": "faiss-cpu", "multipart": "python-multipart"}
+DISTRIBUTIONS = {"faiss": "faiss-cpu", "multipart": "python-multipart", "mlflow": "mlflow-skinny"}
 
 
 class MissingPackageError(UserError, ImportError):
