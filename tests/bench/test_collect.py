@@ -64,7 +64,9 @@ def test_csv_round_trip_keeps_labels_as_text_and_numbers_exact(tmp_path):
     assert path.read_text().splitlines()[0] == (
         "grid,stage,key,user_fraction,seed,status,seconds,epochs_run,best_epoch,NDCG@10,new/users"
     )
-    assert read_csv(path) == ROWS  # "1.0" stays the label "1.0"; 0.1234567890123 survives exactly
+    read = read_csv(path)
+    assert read == ROWS  # "1.0" stays the label "1.0"; 0.1234567890123 survives exactly
+    assert [type(read[0][c]) for c in ("seconds", "epochs_run", "new/users")] == [float, int, int]
 
 
 def test_parquet_round_trip_with_types(tmp_path):

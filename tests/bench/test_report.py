@@ -131,8 +131,11 @@ def test_write_report_collects_tabulates_tests_and_plots(tmp_path):
     assert expected_p(ranks, "Text", ndcg_per_user)[1].p_value < 0.05  # the data make Text significant
     assert expected_p(ranks, "IDRec", ndcg_per_user)[1].p_value > 0.05  # and IDRec not
     # A subset metric pairs the subset's users only.
-    p, _ = expected_p(ranks, "Text", hit_per_user, NEW)
-    assert f"(p={p})" in tables.split("### New-item")[1]
+    subset = tables.split("### New-item")[1]
+    for item in ("IDRec", "Text"):
+        p, _ = expected_p(ranks, item, hit_per_user, NEW)
+        assert f"(p={p})" in subset.split(f"| {item} |")[1].split("\n")[0]
+    assert expected_p(ranks, "IDRec", hit_per_user)[0] != expected_p(ranks, "IDRec", hit_per_user, NEW)[0]
 
     for name in ("01-convergence-finetune.png", "scaling.png"):
         data = (report / name).read_bytes()
