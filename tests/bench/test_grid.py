@@ -13,6 +13,7 @@ import yaml
 
 from transrec.bench import Grid, format_cells, load_grid
 from transrec.bench.cells import sanitise_label
+from transrec.bench.grid import normalised_config
 from transrec.bench.spec import format_label
 from transrec.config import ConfigError
 
@@ -214,6 +215,10 @@ def test_config_hash_changes_when_and_only_when_a_cell_computes_something_else()
     same["base"]["model"]["user_encoder"] = "sasrec"  # the default, spelt out
     same["stages"][0]["set"] = {"eval_batch_size": 99}
     assert hashes(same) == base
+    # keys at their default are left out (a key added later with a default changes no hash)
+    assert normalised_config({"model": {"d_model": 16, "user_encoder": "sasrec"}, "batch_size": 64}) == {
+        "model": {"d_model": 16}
+    }
     changed = two_stage()
     changed["stages"][0]["axes"]["item"] = copy.deepcopy(ITEM)
     changed["stages"][0]["axes"]["item"]["Text"]["model.d_model"] = 32  # pre-training Text only
