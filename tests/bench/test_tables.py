@@ -150,3 +150,29 @@ def test_improvement_over_a_mean_of_zero_is_missing():
     values[("Text", "NoPT")] = [0.0, 0.0, 0.0]
     text = render_table(rows(values), replace(table(), title="t"))
     assert "| Text | 0.00 ± 0.00 | 25.00 ± 1.41 (n=2) | – |" in text
+
+
+def test_places_planned_with_fewer_seeds_are_not_marked_and_excluded_places_stay_blank():
+    # A scarcity grid: 0.1 of the users on seeds 0 and 1 only, TS not at 0.1 (excluded). IDRec at 1.0:
+    # 0.2 ± 0.1; at 0.1: 0.06 ± sqrt(2 x 0.01² / 1) = 0.0141; TS at 1.0: 0.3 ± 0.
+    values = {
+        ("IDRec", "1.0"): [0.1, 0.2, 0.3],
+        ("IDRec", "0.1"): [0.05, 0.07],
+        ("TS", "1.0"): [0.3, 0.3, 0.3],
+    }
+    cells = [{"stage": "target", "method": m, "user_fraction": f, "seed": str(s), "NDCG@10": v}
+             for (m, f), per_seed in values.items() for s, v in enumerate(per_seed)]  # fmt: skip
+    spec = ReportSpec.from_dict({"tables": [{"title": "Scarcity", "stage": "target", "rows": ["method"],
+                                             "columns": ["user_fraction"], "metric": "NDCG@10"}]},
+                                {"target": ["method", "user_fraction", "seed"]}).tables[0]  # fmt: skip
+    planned = [{k: v for k, v in c.items() if k != "NDCG@10"} for c in cells]
+    text = render_table(cells, spec, planned=planned, labels={"user_fraction": ["0.1", "1.0"]})
+    assert text == (
+        "### Scarcity\n\n"
+        "Cells: stage `target`; test NDCG@10, mean ± std (ddof=1) over seed 0, 1, 2 (2 to 3 per cell as "
+        "planned).\n\n"
+        "| method | 0.1 | 1.0 |\n"
+        "|---|---|---|\n"
+        "| IDRec | 0.0600 ± 0.0141 | 0.2000 ± 0.1000 |\n"
+        "| TS |  | 0.3000 ± 0.0000 |\n"
+    )

@@ -107,8 +107,7 @@ def render_table(
     }
     table = _Table(spec, summaries, row_keys, column_keys, tests or {}, level)
     body = table.lines()
-    all_seeds = list(dict.fromkeys(s for seeds in seeds_of.values() for s in seeds))
-    lines = [f"### {spec.title}", "", _source_line(spec, seed_axis, all_seeds), "", *body]
+    lines = [f"### {spec.title}", "", _source_line(spec, seed_axis, list(seeds_of.values())), "", *body]
     notes = table.footnotes(seed_axis)
     if notes:
         lines += ["", *notes]
@@ -226,12 +225,20 @@ class _Table:
         return notes
 
 
-def _source_line(spec: TableSpec, seed_axis: str | None, seeds: list[str | None]) -> str:
+def _source_line(spec: TableSpec, seed_axis: str | None, planned: list[list[str | None]]) -> str:
+    """The line under the title: which cells, which metric, over which seeds (the grid may plan fewer seeds
+    for some places, e.g. a scarcity grid on the first two)."""
     fixed = ", ".join(f"{a}={v}" for a, v in spec.filter_labels.items())
     scale = " ×100" if spec.percent else ""
-    named = [s for s in seeds if s is not None]
+    named = list(dict.fromkeys(s for seeds in planned for s in seeds if s is not None))
+    counts = sorted({len(seeds) for seeds in planned})
     if seed_axis and named:
-        spread = f"mean ± std (ddof=1) over {seed_axis} {', '.join(named)} ({len(named)} per cell)"
+        per_cell = (
+            f"{counts[0]} per cell"
+            if len(counts) == 1
+            else f"{counts[0]} to {counts[-1]} per cell as planned"
+        )
+        spread = f"mean ± std (ddof=1) over {seed_axis} {', '.join(named)} ({per_cell})"
         if len(named) == 1:
             spread = f"{seed_axis} {named[0]} only (n=1, no ±)"
     else:
