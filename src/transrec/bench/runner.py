@@ -48,6 +48,7 @@ from transrec.bench.state import (
     CellLock,
     cell_state,
     dependency_stamp,
+    is_locked,
     now_iso,
     read_cell_json,
     write_cell_json,
@@ -232,7 +233,10 @@ class _GridRunner:
         kept = {"done": "skipped", "failed": "failed", "collapsed": "collapsed", "running": "locked"}
         forced = {"done": ("all",), "failed": ("failed", "all"), "collapsed": ("all",)}
         if state in kept and self.rerun not in forced.get(state, ()):
-            error = (read_cell_json(directory) or {}).get("error") if state != "running" else None
+            holder = is_locked(directory) if state == "running" else None
+            error = (
+                f"locked by {holder.describe()}" if holder else (read_cell_json(directory) or {}).get("error")
+            )
             if state == "done":
                 logger.info(f"{label}: done")
             else:
@@ -248,7 +252,8 @@ class _GridRunner:
             return {"outcome": "locked", "error": f"locked by {lock.holder.describe()}"}
         self._lock = lock
         try:
-            state = self._state(cell)  # again, under the lock: another process may have just finished it
+            # Again, under the lock: another process may have just finished it.
+            state = self._state(cell, holding_lock=True)
             if state == "done" and self.rerun != "all":
                 self._release()
                 return {"outcome": "skipped", "error": None}
@@ -275,13 +280,12 @@ class _GridRunner:
         if lock is not None:
             lock.release()
 
-    def _state(self, cell: Cell) -> str:
+    def _state(self, cell: Cell, holding_lock: bool = False) -> str:
         dependency = self.by_key[cell.depends_on] if cell.depends_on else None
-        if dependency is None:
-            return cell_state(cell_dir(self.grid, cell), self.grid.config_hash(cell))
-        dep_state = self._state(dependency)
-        dep_record = read_cell_json(cell_dir(self.grid, dependency))
-        return cell_state(cell_dir(self.grid, cell), self.grid.config_hash(cell), dep_state, dep_record)
+        dep_state = self._state(dependency) if dependency else None
+        dep_record = read_cell_json(cell_dir(self.grid, dependency)) if dependency else None
+        return cell_state(cell_dir(self.grid, cell), self.grid.config_hash(cell), dep_state, dep_record,
+                          holding_lock=holding_lock)  # fmt: skip
 
     def _wait_for_dependency(self, cell: Cell, label: str) -> str | None:
         """None when the dependency is done (now or after waiting), else why the cell is blocked."""

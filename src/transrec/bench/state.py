@@ -230,13 +230,15 @@ def cell_state(
     config_hash: str,
     dependency_state: str | None = None,
     dependency_record: dict[str, Any] | None = None,
+    holding_lock: bool = False,
 ) -> str:
     """The state of the cell in ``directory`` whose config hash is now ``config_hash`` (module docstring).
 
     ``dependency_state`` and ``dependency_record``: the state and ``cell.json`` of the cell it depends on
-    (None for a cell without one)."""
+    (None for a cell without one). ``holding_lock``: the caller holds the cell's lock (then the state is
+    what the files say, not ``running``)."""
     directory = Path(directory)
-    if is_locked(directory) is not None:
+    if not holding_lock and is_locked(directory) is not None:
         return "running"
     record = read_cell_json(directory)
     if record is not None:
