@@ -75,6 +75,16 @@ def test_two_stage_grid_expands_in_axis_order_last_axis_fastest():
     assert cell.config["seed"] == 1 and "dataset" not in cell.config
 
 
+def test_each_cell_owns_its_config():
+    data = two_stage()
+    data["stages"][1]["axes"]["transfer"]["NoPT"]["optim.lr"] = 0.01  # a section the base lacks
+    grid = Grid.from_dict(data)
+    first, second = (grid.cell(f"finetune/item=Text,transfer=NoPT,seed={seed}") for seed in (0, 1))
+    first.config["optim"]["lr"] = 5.0
+    assert second.config["optim"] == {"lr": 0.01}
+    assert grid.stage("finetune").axis("transfer").level("NoPT").overrides["optim"] == {"lr": 0.01}
+
+
 def test_exclude_drops_matching_product_cells_and_include_adds_cells_after_them():
     grid = Grid.from_dict(two_stage(
         exclude=[{"item": "IDRec", "transfer": "HasPT"}],

@@ -9,12 +9,15 @@ list (``user_fraction: 0.3``); on a named axis it must use one of the labels.
 A cell's TrainConfig dict merges, later winning key by key: the grid's ``base_config`` file, ``base``,
 the stage's ``set``, then the levels of the cell in axis order. Its dataset and dependency are the
 stage's, unless a level sets ``dataset`` or ``from`` (the last axis that sets one wins). The dependency
-is the one cell of the named stage whose labels equal this cell's on every axis the two stages share and
-the ``match`` labels on the others; none or several is a ConfigError naming the cell.
+is the one cell of the named stage whose labels equal this cell's on every axis the two stages share, and
+the ``match`` labels on the axes it names (``match`` wins on a shared axis); none or several is a
+ConfigError naming the cell. Mappings merge key by key, so a level's ``model.item_encoder_config`` adds to
+the base's rather than replacing it.
 """
 
 from __future__ import annotations
 
+import copy
 import itertools
 import re
 from collections.abc import Mapping, Sequence
@@ -137,8 +140,9 @@ def _cell(stage: StageSpec, levels: tuple[Level, ...], base: Mapping[str, Any],
     depends_on = None
     if dependency is not None:
         depends_on = _resolve(key, labels, dependency, earlier[dependency.stage], stages[dependency.stage])
-    return Cell(stage=stage.name, kind=stage.kind, labels=labels, key=key, dataset=dataset, config=config,
-                depends_on=depends_on)  # fmt: skip
+    # A copy: merge() shares the nested mappings of the levels, which a caller must not change for every cell.
+    return Cell(stage=stage.name, kind=stage.kind, labels=labels, key=key, dataset=dataset,
+                config=copy.deepcopy(config), depends_on=depends_on)  # fmt: skip
 
 
 def _resolve(key: str, labels: tuple[tuple[str, str], ...], dependency: Dependency, candidates: list[Cell],

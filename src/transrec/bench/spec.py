@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from transrec.config import ConfigError, from_dict
@@ -204,8 +204,7 @@ def parse_stage(
                     enumerate(_list(data.get("exclude"), f"{where}.exclude")))  # fmt: skip
     if (include or exclude) and not axes:
         raise ConfigError(f"{where}: include and exclude name cells by their axes, and this stage has none")
-    return StageSpec(name=name, dataset=dataset, kind=kind, set=settings, axes=axes, dependency=dependency,
-                     include=include, exclude=exclude)  # fmt: skip
+    return replace(stage, include=include, exclude=exclude)
 
 
 def parse_dependency(
