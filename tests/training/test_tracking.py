@@ -320,6 +320,17 @@ def test_tracking_turned_on_for_a_resumed_run_replays_its_earlier_epochs(dataset
     assert sorted((m.step, m.value) for m in history) == expected_epochs(out)["train/loss"]
 
 
+def test_a_run_started_afresh_starts_a_new_tracked_run(dataset, tmp_path):
+    # resume: never removes the old run's files, its tracking directory and tracking.json among them.
+    require("mlflow")
+    out = tmp_path / "run"
+    train(run_config(dataset, out, "mlflow", epochs=1), progress=False)
+    _, (first,) = mlflow_runs(out)
+    train(run_config(dataset, out, "mlflow", epochs=1, resume="never"), progress=False)
+    _, (second,) = mlflow_runs(out)
+    assert second.info.run_id != first.info.run_id and second.info.status == "FINISHED"
+
+
 # -- the final status --------------------------------------------------------------------------------------
 
 

@@ -219,8 +219,9 @@ class RunTracking:
             first_epoch=self.epochs_logged + 1,
         )
         run.directory.mkdir(parents=True, exist_ok=True)
-        self.tracker = TRACKERS.get(self.backend)(run)
-        self.run_id = self.tracker.start(config)
+        tracker = TRACKERS.get(self.backend)(run)
+        self.run_id = tracker.start(config)
+        self.tracker = tracker  # only a started tracker is finished
         self._save()
         for record in history:
             if record["epoch"] > self.epochs_logged:
@@ -343,11 +344,18 @@ class MLflowTracker(Tracker):
         self.require()
         from mlflow.tracking import MlflowClient
 
-        uri = self.run.uri or (self.run.directory / "mlruns").resolve().as_uri()
-        if uri.startswith("file:"):
+        uri = self.run.uri
+        if uri is None:
             # MLflow 3 keeps its file store in maintenance mode behind this opt-in; it is the store that
             # needs no database package and that runs of a grid can share, so it is transrec's default.
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+            from mlflow.store.tracking.file_store import FileStore
+
+            store = self.run.directory / "mlruns"
+            uri = store.resolve().as_uri()
+            # MLflow keeps one store object per URI in a process, which made these folders once: a store
+            # whose directory ``resume: never`` removed (with the run's other files) needs them again.
+            (store / FileStore.TRASH_FOLDER_NAME).mkdir(parents=True, exist_ok=True)
         self.client = MlflowClient(tracking_uri=uri)
         params = {k: str(v) for k, v in flat_params(config).items()}
         #: Epochs this run already holds: a session killed after logging an epoch but before
