@@ -170,11 +170,11 @@ class TrainConfig:
             differs only in keys that cannot change the weights (``run_directory.TRAJECTORY_FREE``:
             ``epochs``, ``patience``, the ``collapse_*`` keys, ``ks``, ``eval_batch_size``,
             ``num_workers``, ``device``, ``parallel``, ``trunk_cache``, ``trunk_cache_max_memory_mb``,
-            ``output_dir``), returns the stored result of a finished run that would train no further,
-            and refuses any other difference, listing the keys; ``force`` continues despite other
-            differences, keeping the old config as ``config.<n>.yaml``; ``never`` removes the run's
-            files and trains from scratch. ``true`` and ``false`` (older configs) mean ``auto`` and
-            ``never``.
+            ``output_dir``, ``tracking`` and ``tracking_config.*``), returns the stored result of a
+            finished run that would train no further, and refuses any other difference, listing the
+            keys; ``force`` continues despite other differences, keeping the old config as
+            ``config.<n>.yaml``; ``never`` removes the run's files and trains from scratch. ``true``
+            and ``false`` (older configs) mean ``auto`` and ``never``.
         collapse_factor, collapse_patience: a run whose validation NDCG@10 stays below
             ``collapse_factor`` x the NDCG@10 of a random ranking for ``collapse_patience`` evaluations
             in a row (or whose loss is not finite) is stopped and reported as collapsed.
