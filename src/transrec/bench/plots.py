@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import statistics
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,21 +27,48 @@ from transrec.config import ConfigError
 logger = logging.getLogger(__name__)
 
 
-def draw_plot(records: Sequence[CellRecord], plot: PlotSpec, path: Path, seed_axis: str | None = "seed",
-              labels: Mapping[str, Sequence[str]] | None = None) -> bool:  # fmt: skip
-    """Draw ``plot`` from the ``done`` cells of ``records`` into ``path``; False (and a logged note) when
-    no cell has data for it or matplotlib is missing. ``labels``: each axis's labels in grid order (the
-    order of the series)."""
+@dataclass(frozen=True)
+class Line:
+    """One line of a plot: at each ``x``, the ``mean`` over the seeds that have a value there, their sample
+    standard deviation ``std`` (0 with one seed) and their number ``n``; ``runs``: the values behind them
+    (convergence: each seed's curve; scaling: the seeds' values at each x)."""
+
+    name: str
+    x: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+    n: np.ndarray
+    runs: list[list[float]]
+
+
+def plot_lines(records: Sequence[CellRecord], plot: PlotSpec,
+               labels: Mapping[str, Sequence[str]] | None = None) -> list[Line]:  # fmt: skip
+    """The lines of ``plot`` from the ``done`` cells of ``records``, one per label combination of
+    ``plot.series`` in the grid's label order (``labels``), without the series that have no data.
+
+    Raises:
+        ConfigError: a scaling plot's x label that is not a number, or not above 0 with ``log_x``.
+    """
     mine = [r for r in records if r.status == "done" and matches({"stage": r.stage, **r.labels}, plot.stage,
                                                                plot.filter_labels)]  # fmt: skip
-    series = _series(mine, plot.series, labels)
-    if plot.kind == "convergence":
-        lines = {name: [c for c in (r.curve(f"valid_{plot.metric}") for r in cells) if c]
-                 for name, cells in series.items()}  # fmt: skip
-        lines = {name: curves for name, curves in lines.items() if curves}
-    else:
-        lines = {name: _points(cells, plot) for name, cells in series.items()}
-        lines = {name: points for name, points in lines.items() if points}
+    lines = []
+    for name, cells in _series(mine, plot.series, labels).items():
+        if plot.kind == "convergence":
+            curves = [c for c in (r.curve(f"valid_{plot.metric}") for r in cells) if c]
+            if curves:
+                lines.append(_convergence_line(name, curves))
+        else:
+            points = _points(cells, plot)
+            if points:
+                lines.append(_scaling_line(name, points))
+    return lines
+
+
+def draw_plot(records: Sequence[CellRecord], plot: PlotSpec, path: Path,
+              labels: Mapping[str, Sequence[str]] | None = None) -> bool:  # fmt: skip
+    """Draw ``plot`` (``plot_lines``) into ``path``; False (and a logged note) when no cell has data for
+    it or matplotlib is missing."""
+    lines = plot_lines(records, plot, labels)
     if not lines:
         logger.warning(f"no plot {path.name}: no finished cell of stage {plot.stage!r} has {plot.metric} "
                        "for it")  # fmt: skip
@@ -49,15 +77,31 @@ def draw_plot(records: Sequence[CellRecord], plot: PlotSpec, path: Path, seed_ax
     if plt is None:
         return False
     figure, axis = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    for line in lines:
+        seeds = int(line.n.max())
+        label = f"{line.name} ({seeds} seed{'s' if seeds > 1 else ''})"
+        if plot.kind == "convergence":
+            drawn = axis.plot(line.x, line.mean, linewidth=2, label=label)[0]
+            for curve in line.runs if len(line.runs) > 1 else ():  # each seed thin under the mean
+                axis.plot(
+                    np.arange(1, len(curve) + 1), curve, color=drawn.get_color(), alpha=0.3, linewidth=0.8
+                )
+        else:
+            drawn = axis.plot(line.x, line.mean, marker="o", label=label)[0]
+            axis.fill_between(line.x, line.mean - line.std, line.mean + line.std, color=drawn.get_color(),
+                              alpha=0.2)  # fmt: skip
     if plot.kind == "convergence":
-        _convergence(axis, lines)
         axis.set_xlabel("epoch")
         axis.xaxis.get_major_locator().set_params(integer=True)
-        axis.set_ylabel(f"validation {plot.metric}")
+        axis.set_ylabel(f"validation {plot.metric} (mean over seeds)")
     else:
-        _scaling(axis, lines, plot.log_x)
+        if plot.log_x:
+            axis.set_xscale("log")
+        xs = sorted({float(x) for line in lines for x in line.x})
+        axis.set_xticks(xs, [f"{x:g}" for x in xs])
+        axis.minorticks_off()
         axis.set_xlabel(plot.x)
-        axis.set_ylabel(f"test {plot.metric}")
+        axis.set_ylabel(f"test {plot.metric} (mean ± std over seeds)")
     fixed = ", ".join(f"{a}={v}" for a, v in plot.filter_labels.items())
     default = f"{plot.stage}: {plot.metric}" + (f" ({fixed})" if fixed else "")
     axis.set_title(plot.title or default, fontsize=10)
@@ -98,39 +142,37 @@ def _points(cells: Sequence[CellRecord], plot: PlotSpec) -> list[tuple[float, li
         except (TypeError, ValueError):
             raise ConfigError(f"plot {plot.name or plot.kind}: axis {plot.x!r} has the label {label!r}, "
                               "which is not a number") from None  # fmt: skip
+        if plot.log_x and x <= 0:
+            raise ConfigError(f"plot {plot.name or plot.kind}: log_x needs x above 0, and axis {plot.x!r} "
+                              f"has the label {label!r}")  # fmt: skip
         value = record.metrics.get(plot.metric)
         if value is not None:
             by_x.setdefault(x, []).append(float(value))
     return sorted(by_x.items())
 
 
-def _convergence(axis, lines: dict[str, list[list[float]]]) -> None:
-    for name, curves in lines.items():
-        length = max(len(c) for c in curves)
-        padded = np.full((len(curves), length), np.nan)
-        for row, curve in enumerate(curves):
-            padded[row, : len(curve)] = curve
-        epochs = np.arange(1, length + 1)
-        # The mean over the seeds still running at each epoch (early stopping ends them at different ones).
-        line = axis.plot(epochs, np.nanmean(padded, axis=0), linewidth=2,
-                         label=f"{name} ({len(curves)} seed{'s' if len(curves) > 1 else ''})")[0]  # fmt: skip
-        for curve in curves if len(curves) > 1 else ():
-            axis.plot(np.arange(1, len(curve) + 1), curve, color=line.get_color(), alpha=0.3, linewidth=0.8)
+def _convergence_line(name: str, curves: list[list[float]]) -> Line:
+    length = max(len(c) for c in curves)
+    padded = np.full((len(curves), length), np.nan)
+    for row, curve in enumerate(curves):
+        padded[row, : len(curve)] = curve
+    # At each epoch, over the seeds still running (early stopping ends them at different epochs).
+    n = np.sum(~np.isnan(padded), axis=0)
+    std = np.array([np.std(column[~np.isnan(column)], ddof=1) if count > 1 else 0.0
+                    for column, count in zip(padded.T, n)])  # fmt: skip
+    return Line(name, np.arange(1, length + 1), np.nanmean(padded, axis=0), std, n, curves)
 
 
-def _scaling(axis, lines: dict[str, list[tuple[float, list[float]]]], log_x: bool) -> None:
-    xs = sorted({x for points in lines.values() for x, _ in points})
-    for name, points in lines.items():
-        x = np.array([p for p, _ in points])
-        mean = np.array([statistics.fmean(v) for _, v in points])
-        std = np.array([statistics.stdev(v) if len(v) > 1 else 0.0 for _, v in points])
-        seeds = max(len(v) for _, v in points)
-        line = axis.plot(x, mean, marker="o", label=f"{name} (≤{seeds} seed{'s' if seeds > 1 else ''})")[0]
-        axis.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2)
-    if log_x:
-        axis.set_xscale("log")
-    axis.set_xticks(xs, [f"{x:g}" for x in xs])
-    axis.minorticks_off()
+def _scaling_line(name: str, points: list[tuple[float, list[float]]]) -> Line:
+    values = [v for _, v in points]
+    return Line(
+        name,
+        x=np.array([x for x, _ in points]),
+        mean=np.array([statistics.fmean(v) for v in values]),
+        std=np.array([statistics.stdev(v) if len(v) > 1 else 0.0 for v in values]),
+        n=np.array([len(v) for v in values]),
+        runs=values,
+    )
 
 
 def _pyplot():

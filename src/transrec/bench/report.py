@@ -104,7 +104,7 @@ def write_report(grid: GridLike | ReportInputs, output_dir: Path | None = None) 
     paths.append(_write_tables(inputs, spec, records, rows, out / "tables.md"))
     for index, plot in enumerate(spec.plots):
         path = out / f"{plot_stem(plot, index)}.png"
-        if draw_plot(records, plot, path, spec.seed_axis, inputs.stages.get(plot.stage)):
+        if draw_plot(records, plot, path, inputs.stages.get(plot.stage)):
             paths.append(path)
     logger.info(f"report of {inputs.name}: {len(records)} of {len(inputs.cells)} cells ended; wrote "
                 + ", ".join(p.name for p in paths))  # fmt: skip

@@ -215,7 +215,7 @@ class _Checker:
             if plot.x is None:
                 raise ConfigError(f"{where}.x: a scaling plot needs the numeric axis on its x")
             laid_out["x"] = (plot.x,)
-            self._numeric_labels(plot.stage, plot.x, f"{where}.x")
+            self._numeric_labels(plot.stage, plot.x, f"{where}.x", positive=plot.log_x)
         elif plot.x is not None or plot.log_x:
             raise ConfigError(
                 f"{where}: x and log_x belong to scaling plots; a convergence plot's x is the epoch"
@@ -284,14 +284,16 @@ class _Checker:
             raise ConfigError(f"{key}: axis {axis!r} of stage {stage!r} has no label {label!r} "
                               f"(labels: {_listing(known)})")  # fmt: skip
 
-    def _numeric_labels(self, stage: str, axis: str, key: str) -> None:
+    def _numeric_labels(self, stage: str, axis: str, key: str, positive: bool) -> None:
         for label in self.labels.get(stage, {}).get(axis) or ():
             try:
-                float(label)
+                value = float(label)
             except ValueError:
                 raise ConfigError(
                     f"{key}: axis {axis!r} has the label {label!r}, which is not a number"
                 ) from None
+            if positive and value <= 0:
+                raise ConfigError(f"{key}: log_x needs labels above 0, and axis {axis!r} has {label!r}")
 
 
 def _labels(fixed: Mapping[str, Any], where: str) -> dict[str, str]:
