@@ -14,8 +14,11 @@ a service already running instead. The clients are asyncio tasks sharing one aio
    a text item with a fresh id, followed at once by the ``POST /recommend`` that should show it: the new
    item's text is that of the top-ranked item of a history prepared beforehand, so the history ranks the
    new item next to it (the issue's "Done when" example). ``add -> visible`` is the time from sending
-   the add to receiving that recommendation; an add whose item is not in the recommendation's top
-   ``--visible-k`` counts as not visible.
+   the add to receiving that recommendation. The top-ranked items are fewer than the adds, so a text is
+   added several times, and identical texts have identical vectors that tie: each copy ranks behind the
+   earlier ones (ties go to the older item). So the recommendation asks for ``--visible-k`` items plus one
+   per earlier copy of the text, and an add counts as not visible only when its item is not among them;
+   the new item's rank is recorded, and adds seen only behind earlier copies are counted apart.
 
 An error is a response other than 200 (201 for an add) or a failed connection. The server's CPU time
 (from /proc) and the client's are printed too: both share the machine's cores, and the server's CPU
@@ -142,6 +145,8 @@ class Phase:
         self.latencies: dict[str, list[float]] = {"recommend": [], "items": [], "add_visible": []}
         self.errors: dict[str, int] = {"recommend": 0, "items": 0}
         self.not_visible = 0
+        self.behind_copies = 0  # visible, but below --visible-k, behind earlier copies of its text
+        self.ranks: list[int] = []
         self.error_examples: list[str] = []
         self.seconds = 0.0
 
@@ -151,7 +156,15 @@ class Phase:
             self.error_examples.append(f"{kind}: {message[:300]}")
 
     def summary(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"seconds": self.seconds, "not_visible": self.not_visible}
+        out: dict[str, Any] = {
+            "seconds": self.seconds,
+            "not_visible": self.not_visible,
+            "visible_behind_copies": self.behind_copies,
+            "added_item_rank": {
+                "median": float(np.median(self.ranks)) if self.ranks else None,
+                "max": max(self.ranks, default=None),
+            },
+        }
         for kind, latencies in self.latencies.items():
             row = {"requests": len(latencies), "per_second": len(latencies) / self.seconds}
             if kind in self.errors:
@@ -171,6 +184,7 @@ class LoadTest:
         self.texts = {row["id"]: row["text"] for row in items}
         self.ids = [row["id"] for row in items]
         self.added = 0
+        self.copies: dict[str, int] = {}  # adds sent so far per copied item
         self.pool: list[tuple[list[str], str]] = []
 
     async def post(self, path: str, body: dict[str, Any]) -> tuple[int | str, float, Any]:
@@ -220,15 +234,16 @@ class LoadTest:
         history, top = self.pool[rng.randrange(len(self.pool))]
         self.added += 1
         new_id = f"bench-{os.getpid()}-{self.added}"
+        earlier = self.copies.get(top, 0)  # copies that tie with this one and rank before it
+        self.copies[top] = earlier + 1
+        k = min(self.args.visible_k + earlier, 1000)
         start = time.perf_counter()
         status, seconds, payload = await self.post("/items", {"id": new_id, "text": self.texts[top]})
         phase.latencies["items"].append(seconds)
         if status != 201:
             phase.error("items", f"{status} {payload}")
             return
-        status, seconds, payload = await self.post(
-            "/recommend", {"history": history, "k": self.args.visible_k}
-        )
+        status, seconds, payload = await self.post("/recommend", {"history": history, "k": k})
         phase.latencies["recommend"].append(seconds)
         if status != 200:
             phase.error("recommend", f"{status} {payload}")
@@ -236,6 +251,11 @@ class LoadTest:
         phase.latencies["add_visible"].append(time.perf_counter() - start)
         if new_id not in payload["items"]:
             phase.not_visible += 1
+            return
+        rank = payload["items"].index(new_id) + 1
+        phase.ranks.append(rank)
+        if rank > self.args.visible_k:
+            phase.behind_copies += 1
 
     async def client(
         self, phase: Phase | None, bodies: list[bytes], seed: int, add_share: float, until: float
@@ -285,8 +305,13 @@ def print_table(results: dict[str, Any]) -> None:
             row = phase[kind]
             if not row["requests"]:
                 continue
-            errors = row.get("errors", phase["not_visible"])
-            errors_label = f"{errors} not visible" if kind == "add_visible" else str(errors)
+            errors_label = str(row.get("errors"))
+            if kind == "add_visible":
+                errors_label = (
+                    f"{phase['not_visible']} not visible ({phase['visible_behind_copies']} seen only behind "
+                    f"earlier copies; rank median {phase['added_item_rank']['median']}, max "
+                    f"{phase['added_item_rank']['max']})"
+                )
             cells = [f"{row[key]:.1f}" for key in ("p50_ms", "p95_ms", "p99_ms", "max_ms")]
             print(
                 f"{name} | {kind.replace('_', ' -> ')} | {row['requests']} | {row['per_second']:.1f} | "
@@ -313,6 +338,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             serve_options += ["--max-batch-size", str(args.max_batch_size)]
         if args.batch_wait_ms is not None:
             serve_options += ["--batch-wait-ms", str(args.batch_wait_ms)]
+        if args.encode_in_process:
+            serve_options += ["--encode-in-process"]
         server = None
         if not args.url:
             server = Server(args.export, args.index, args.torch_threads, Path(workdir), tuple(serve_options))
@@ -381,6 +408,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--batch-wait-ms", type=float, default=None, help="the service's --batch-wait-ms (default: its own)"
+    )
+    parser.add_argument(
+        "--encode-in-process",
+        action="store_true",
+        help="the service's --encode-in-process (default: adds encoded in a process of their own)",
     )
     parser.add_argument("--url", default=None, help="load an already running service instead")
     parser.add_argument("--max-batch", type=int, default=256, help="the service's --max-batch")

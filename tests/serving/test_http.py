@@ -265,9 +265,31 @@ def test_serve_refuses_a_port_in_use(exports, capsys, no_server_start):
     assert f"cannot listen on 127.0.0.1:{port}" in err and "Traceback" not in err
 
 
+def test_serve_encodes_adds_in_a_process_of_their_own_unless_told_not_to(
+    exports, tmp_path, monkeypatch, capsys
+):
+    import transrec.serving.server
+    from transrec.serving import Recommender
+
+    started = []
+    monkeypatch.setattr(Recommender, "start_encoder_process", lambda self, **options: started.append(options))
+
+    def refuse(*args, **kwargs):
+        raise transrec.serving.server.ListenError("the test stops here")
+
+    monkeypatch.setattr(transrec.serving.server, "uvicorn_server", refuse)
+    directory = str(exports["text"].directory)
+    assert main(["serve", directory, "--port", "0", "--encode-in-process"]) == 2
+    assert started == []
+    assert main(["serve", directory, "--port", "0"]) == 2
+    assert started == [{"torch_threads": 1}]
+    assert capsys.readouterr().err.count("the test stops here") == 2
+
+
 def test_serve_starts_logs_its_url_answers_and_stops_cleanly_on_ctrl_c(exports, tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    command = [sys.executable, "-m", "transrec", "serve", str(exports["text"].directory), "--port", "0"]
+    directory = load(exports["text"].directory, copy_to=tmp_path / "export").export_dir
+    command = [sys.executable, "-m", "transrec", "serve", str(directory), "--port", "0"]
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
     try:
         lines = []
@@ -287,10 +309,19 @@ def test_serve_starts_logs_its_url_answers_and_stops_cleanly_on_ctrl_c(exports, 
                 break
             time.sleep(0.05)
         assert health.json()["status"] == "ok"
+        # the item encoder runs in a second process, started with the service
+        encoder = re.search(r"encoder process (\d+) ready", "".join(lines))
+        assert encoder, "".join(lines)
+        encoder_pid = int(encoder.group(1))
+        assert os.path.exists(f"/proc/{encoder_pid}")
+        added = httpx.post(url + "/items", json={"id": "new", "text": "a new film"}, timeout=60)
+        assert added.status_code == 201, added.text
+        assert httpx.get(url + "/items/new", timeout=30).json()["added"] is True
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=60) == 0
         rest = process.stderr.read()
         assert "stopped" in rest and "Traceback" not in rest, rest
+        assert not os.path.exists(f"/proc/{encoder_pid}")  # stopped and reaped with the service
     finally:
         if process.poll() is None:
             process.kill()

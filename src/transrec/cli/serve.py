@@ -7,7 +7,10 @@ The export is loaded (and its checksums verified) before the server starts: a mi
 or a port that is taken, is a one-line error (exit 2). The URL is logged once the socket listens; Ctrl-C
 (or SIGTERM) stops the server after the requests in flight and exits 0. One process serves: items added
 through ``POST /items`` live in that process's catalogue (and in the export directory), so the command
-offers no ``--workers``, which would give each worker a catalogue of its own.
+offers no ``--workers``, which would give each worker a catalogue of its own. Items added are encoded in
+a second process, started with the service and stopped with it (``serving.encoder_process``: the item
+encoder's forward pass then does not hold the serving process's GIL); ``--encode-in-process`` encodes
+them in the serving process instead.
 """
 
 from __future__ import annotations
@@ -87,6 +90,13 @@ def add_parser(commands) -> None:
     limits.add_argument(
         "--max-body-bytes", type=int, help="a request body (default: one base64 image at the limit + 1 MiB)"
     )
+    serve.add_argument(
+        "--encode-in-process",
+        action="store_true",
+        help="encode items added through POST /items in the serving process itself (default: in a process "
+        "of their own, started with the service, so that an add's forward pass does not hold the serving "
+        "process's GIL; this uses one more process and a second copy of the model's weights)",
+    )
     serve.add_argument("--access-log", action="store_true", help="log one line per request")
     serve.add_argument("--quiet", action="store_true", help="only warnings and errors")
     serve.set_defaults(run=run_serve)
@@ -113,26 +123,35 @@ def run_serve(args: argparse.Namespace) -> int:
     batching = BatchingConfig(max_batch_size=args.max_batch_size, max_wait_ms=args.batch_wait_ms)
     set_torch_threads(args.torch_threads)
     recommender = Recommender.load(args.export_dir, index=args.index, limits=content)
-    app = create_app(recommender, limits, batching)
-    # The model, tokenizer and catalogue are millions of long-lived objects: left to the collector, every
-    # full collection walks them all, a pause of tens of ms that was the load test's p99 (213 ms -> 47 ms
-    # at 32 clients once frozen). Frozen, they are never scanned; they live as long as the process anyway.
-    gc.freeze()
-    sock = listen(args.host, args.port)
-    server = uvicorn_server(app, log_level="warning" if args.quiet else "info", access_log=args.access_log)
-    url = url_of(sock)
-    logger.info(
-        "serving %s (%d items, %s index, %d torch threads) at %s; API docs at %s/docs; Ctrl-C stops",
-        args.export_dir, recommender.catalogue_size, args.index, args.torch_threads, url, url,
-    )  # fmt: skip
-    with _sigterm_as_interrupt():
-        try:
+    sock = listen(args.host, args.port)  # before the encoder process: a port in use is refused at once
+    encoder_process = not args.encode_in_process
+    try:
+        if encoder_process:
+            # Started here, before the server, so that a failure is a one-line error rather than uvicorn's
+            # "startup failed"; the application's lifespan stops it.
+            recommender.start_encoder_process(torch_threads=1)
+        app = create_app(recommender, limits, batching, encoder_process=encoder_process)
+        # The model, tokenizer and catalogue are millions of long-lived objects: left to the collector,
+        # every full collection walks them all, a pause of tens of ms that was the load test's p99 (213 ms
+        # -> 47 ms at 32 clients once frozen). Frozen, they are never scanned; they live as long as the
+        # process anyway.
+        gc.freeze()
+        server = uvicorn_server(
+            app, log_level="warning" if args.quiet else "info", access_log=args.access_log
+        )
+        url = url_of(sock)
+        adds = "in a process of their own" if encoder_process else "in this process"
+        logger.info(
+            "serving %s (%d items, %s index, %d torch threads; added items encoded %s) at %s; API docs at "
+            "%s/docs; Ctrl-C stops",
+            args.export_dir, recommender.catalogue_size, args.index, args.torch_threads, adds, url, url,
+        )  # fmt: skip
+        # uvicorn shuts down gracefully on the signal, then raises it again for the caller: done.
+        with _sigterm_as_interrupt(), contextlib.suppress(KeyboardInterrupt):
             server.run(sockets=[sock])
-        except KeyboardInterrupt:
-            # uvicorn shut down gracefully on the signal, then raised it again for the caller: done.
-            pass
-        finally:
-            sock.close()
+    finally:
+        sock.close()
+        recommender.stop_encoder_process()  # the lifespan stopped it already, unless the server never ran
     logger.info("stopped")
     return 0
 

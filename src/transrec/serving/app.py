@@ -23,7 +23,9 @@ Concurrency: concurrent ``POST /recommend`` requests are answered together, by o
 call in a thread of its own (``batching.MicroBatcher``: a batch closes at ``max_batch_size`` requests or
 ``max_wait_ms`` after its first; each request still gets its own answer or its own 4xx). The other model
 work runs in the server's thread pool (plain-function endpoints, or ``run_in_threadpool``), so an add is
-never queued behind the recommendations. The application's lifespan stops the batcher. The
+never queued behind the recommendations; with ``encoder_process`` (``transrec serve``'s default) an add's
+forward pass runs in a process of its own, and its thread only waits for the vector with the GIL released
+(``serving.encoder_process``). The application's lifespan stops the batcher and that process. The
 ``Recommender`` swaps whole snapshots of its catalogue, so a reader never sees a half-applied add or
 remove. One process holds the catalogue: several server processes would each see only their own
 additions.
@@ -151,12 +153,17 @@ def recommendation_body(rec: Any, max_len: int) -> dict[str, Any]:
 
 
 def create_app(
-    recommender: Any, limits: HttpLimits | None = None, batching: BatchingConfig | None = None
+    recommender: Any,
+    limits: HttpLimits | None = None,
+    batching: BatchingConfig | None = None,
+    encoder_process: bool = False,
 ) -> Any:
     """A FastAPI application answering for ``recommender`` (a ``transrec.serving.Recommender``) within
     ``limits`` (default ``HttpLimits()``); content limits are the recommender's own (``.limits``).
     ``batching`` (default ``BatchingConfig()``): how concurrent ``POST /recommend`` requests are coalesced;
-    the batcher is ``app.state.batcher`` and stops with the application's lifespan."""
+    the batcher is ``app.state.batcher`` and stops with the application's lifespan. ``encoder_process``:
+    added items are encoded in a process of their own (``Recommender.start_encoder_process``), started
+    when the application starts (unless started already) and stopped when it stops."""
     fastapi = import_optional("fastapi", "the HTTP service (transrec serve)", also=("uvicorn", "multipart"))
     from fastapi.concurrency import run_in_threadpool
     from fastapi.exceptions import RequestValidationError
@@ -186,10 +193,14 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
+        if encoder_process:
+            await run_in_threadpool(recommender.start_encoder_process)
         try:
             yield
         finally:
             await batcher.aclose()
+            if encoder_process:
+                await run_in_threadpool(recommender.stop_encoder_process)
 
     app = fastapi.FastAPI(
         lifespan=lifespan,

@@ -24,6 +24,7 @@ CONTENT_REASONS = (
     "unsupported_modality",
     "text_too_long",
     "empty",
+    "encode_failed",  # the encoder process died on the item twice (serving.encoder_process)
 )
 
 

@@ -36,8 +36,9 @@ import torch
 
 import transrec
 from transrec.evaluation.model_eval import user_vectors
-from transrec.serving.bundle import ADDED_DIR, FORMAT_VERSION, checksum_problems, open_export
+from transrec.serving.bundle import ADDED_DIR, FORMAT_VERSION, MODEL_DIR, checksum_problems, open_export
 from transrec.serving.content import ContentLimits, PreparedItem, modality_name
+from transrec.serving.encoder_process import EncoderProcess
 from transrec.serving.errors import DuplicateItemError, ExportError, InvalidRequestError, UnknownItemError
 from transrec.serving.locks import ReadWriteLock
 from transrec.serving.overlay import Overlay, read_overlay, read_overlay_files, write_overlay
@@ -105,6 +106,7 @@ class Recommender:
         self._index_kind = index_kind
         self._lock = ReadWriteLock()
         self._writer = threading.Lock()
+        self._encoder_process: EncoderProcess | None = None
         n = bundle.n_items
         self._n_exported = n
         self._popular_order = np.lexsort((np.arange(n), -bundle.popularity[1:])) + 1  # count desc, index asc
@@ -402,9 +404,36 @@ class Recommender:
         }
 
     # -- writing -------------------------------------------------------------------------------------------
-    def _encode(self, prepared: list[PreparedItem]) -> torch.Tensor | None:
+    def start_encoder_process(self, **options: Any) -> EncoderProcess:
+        """From now on ``add_items`` encodes in a process of its own holding a copy of the item encoder
+        (``serving.encoder_process``: the forward pass runs off this process's GIL, so an add no longer
+        slows the requests served meanwhile). Returns once that process has loaded the model (a few
+        seconds); ``options`` go to ``EncoderProcess``. Records in histories are still encoded here.
+        Idempotent; ``stop_encoder_process`` ends it."""
+        if self._encoder_process is None:
+            self._encoder_process = EncoderProcess(
+                self._bundle.directory / MODEL_DIR,
+                self._preprocessor.batch,
+                device=str(self._device),
+                max_batch=ENCODE_BATCH,
+                **options,
+            )
+        return self._encoder_process
+
+    def stop_encoder_process(self) -> None:
+        """Stop the encoder process (``start_encoder_process``): adds are encoded here again."""
+        process, self._encoder_process = self._encoder_process, None
+        if process is not None:
+            process.close()
+
+    def _encode(
+        self, prepared: list[PreparedItem], process: EncoderProcess | None = None
+    ) -> torch.Tensor | None:
+        """The item encoder's vectors of ``prepared``, here or by ``process``."""
         if not prepared:
             return None
+        if process is not None:  # it batches, and answers concurrent calls together
+            return process.encode(prepared).to(self._device)
         parts = []
         with torch.no_grad():
             for start in range(0, len(prepared), ENCODE_BATCH):
@@ -433,7 +462,7 @@ class Recommender:
         if repeated:
             raise DuplicateItemError(repeated, f"item ids repeated within one request: {repeated[:20]}")
         prepared = self._preprocessor.prepare(records)
-        vectors = self._encode(prepared)
+        vectors = self._encode(prepared, self._encoder_process)
         with self._writer:
             existing = [i for i in ids if i in self._raw_to_internal]  # only writers change the maps
             if existing and not replace:
