@@ -78,7 +78,6 @@ def test_a_good_section_parses_with_labels_as_the_grid_names_them():
         ([good_table(improvement=None)], [], "report.tables[0].significance needs an improvement"),
         ([good_table(metric="MRR")], [], "report.tables[0].significance: the paired test computes per-user"),
         ([good_table(colour="red")], [], "report.tables[0].colour"),
-        ([good_table(rows=[])], [], "report.tables[0].rows: name at least one axis"),
         ([], [good_plot(x=None)], "report.plots[0].x: a scaling plot needs the numeric axis"),
         ([], [good_plot(x="item", filter={"user_fraction": "1.0"})],
          "report.plots[0].x: axis 'item' has the label 'IDRec', which is not a number"),

@@ -176,3 +176,15 @@ def test_places_planned_with_fewer_seeds_are_not_marked_and_excluded_places_stay
         "| IDRec | 0.0600 ± 0.0141 | 0.2000 ± 0.1000 |\n"
         "| TS |  | 0.3000 ± 0.0000 |\n"
     )
+
+
+def test_a_stage_without_axes_is_one_row_named_after_it():
+    entry = {"title": "Popularity", "stage": "popularity", "metric": "NDCG@10"}
+    spec = ReportSpec.from_dict({"tables": [entry]}, {"popularity": []}).tables[0]
+    assert render_table([{"stage": "popularity", "status": "done", "NDCG@10": 0.05}], spec) == (
+        "### Popularity\n\n"
+        "Cells: stage `popularity`; test NDCG@10, one run per cell (n=1, no ±).\n\n"
+        "| stage | NDCG@10 |\n"
+        "|---|---|\n"
+        "| popularity | 0.0500 |\n"
+    )

@@ -11,7 +11,8 @@ fixed, is refused before anything is collected, with a ``ConfigError`` naming th
       tables:
         - title: "Table 2: NDCG@10 (%) on the target"
           stage: finetune
-          rows: [item]                # axes whose labels form the rows, in the grid's label order
+          rows: [item]                # axes whose labels form the rows, in the grid's label order (none:
+                                      #   one row, named after the stage: a stage without axes)
           columns: [transfer]         # several: nested header "a / b"
           metric: NDCG@10             # a key of test_metrics.json (new/NDCG@10: a subset's)
           percent: true               # x100, as the papers print
@@ -56,8 +57,8 @@ class TableSpec:
 
     title: str
     stage: str
-    rows: tuple[str, ...]
     metric: str
+    rows: tuple[str, ...] = ()
     columns: tuple[str, ...] = ()
     percent: bool = False
     filter: dict[str, Any] = field(default_factory=dict)
@@ -185,8 +186,6 @@ class _Checker:
 
     def table(self, table: TableSpec, where: str) -> None:
         stage_axes = self._stage(table.stage, where)
-        if not table.rows:
-            raise ConfigError(f"{where}.rows: name at least one axis of stage {table.stage!r}")
         self._layout({"rows": table.rows, "columns": table.columns}, table.stage, stage_axes, where)
         self._filter(
             _labels(table.filter, f"{where}.filter"),

@@ -134,11 +134,12 @@ class _Table:
         headers = [" / ".join(k) for k in self.column_keys] if spec.columns else [spec.metric]
         extra_columns = self._improvement_places(spec.columns, self.column_keys) if in_columns else []
         headers += [self._improvement_title(spec.columns, rest) for rest in extra_columns]
-        out = ["| " + " | ".join([" / ".join(spec.rows), *headers]) + " |", "|---" * (len(headers) + 1) + "|"]
+        corner = " / ".join(spec.rows) or "stage"
+        out = ["| " + " | ".join([corner, *headers]) + " |", "|---" * (len(headers) + 1) + "|"]
         for row_key in self.row_keys:
             cells = [self._cell(row_key, column_key) for column_key in self.column_keys]
             cells += [self._improvement(row_key, None, rest) for rest in extra_columns]
-            out.append("| " + " | ".join([" / ".join(row_key), *cells]) + " |")
+            out.append("| " + " | ".join([" / ".join(row_key) or spec.stage, *cells]) + " |")
         if in_rows:
             for rest in self._improvement_places(spec.rows, self.row_keys):
                 cells = [self._improvement(None, column_key, rest) for column_key in self.column_keys]
