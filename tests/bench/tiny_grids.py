@@ -62,8 +62,8 @@ def tiny_grid(out: Path, **changes: Any) -> Grid:
     return Grid.from_dict(data)
 
 
-def pretrain_only(out: Path, epochs: int = 2, seeds: tuple[int, ...] = (0, 1)) -> Grid:
+def pretrain_only(out: Path, epochs: int = 2, seeds: tuple[int, ...] = (0, 1), **changes: Any) -> Grid:
     """Only the pretrain stage (``seeds``), ``epochs`` epochs: the cheapest grid that trains."""
     stage = {**copy.deepcopy(GRID["stages"][0]), "axes": {"seed": list(seeds)}}
     stage["set"] = {**stage["set"], "epochs": epochs}
-    return tiny_grid(out, stages=[stage])
+    return tiny_grid(out, stages=[stage], **changes)
