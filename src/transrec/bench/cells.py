@@ -83,10 +83,38 @@ def cell_key(stage: str, labels: Sequence[tuple[str, str]]) -> str:
     return f"{stage}/{part}"
 
 
-def expand_stage(stage: StageSpec, base: Mapping[str, Any], earlier: Mapping[str, list[Cell]],
-                 stages: Mapping[str, StageSpec]) -> list[Cell]:  # fmt: skip
-    """The cells of ``stage`` (order: module docstring); ``base``: the merged base_config and base;
-    ``earlier``: the cells of the stages before it, by stage name."""
+def expand_stages(stages: Sequence[StageSpec], base: Mapping[str, Any]) -> list[Cell]:
+    """Every cell of ``stages`` (in order, each as the module docstring says); ``base``: the merged
+    base_config and base."""
+    earlier = _Earlier({stage.name: stage for stage in stages})
+    for stage in stages:
+        earlier.cells[stage.name] = expand_stage(stage, base, earlier)
+    return [cell for stage in stages for cell in earlier.cells[stage.name]]
+
+
+class _Earlier:
+    """The cells of the stages expanded so far, with an index by labels for the dependency look-ups (a
+    grid of thousands of cells would otherwise compare every pair)."""
+
+    def __init__(self, stages: Mapping[str, StageSpec]) -> None:
+        self.stages = stages
+        self.cells: dict[str, list[Cell]] = {}
+        self._tables: dict[tuple[str, tuple[str, ...]], dict[tuple[str | None, ...], list[Cell]]] = {}
+
+    def find(self, stage: str, wanted: Mapping[str, str]) -> list[Cell]:
+        """The cells of ``stage`` with the labels ``wanted`` (``{axis: label}``)."""
+        axes = tuple(sorted(wanted))
+        table = self._tables.get((stage, axes))
+        if table is None:
+            table = {}
+            for cell in self.cells[stage]:
+                table.setdefault(tuple(cell.label(axis) for axis in axes), []).append(cell)
+            self._tables[(stage, axes)] = table
+        return table.get(tuple(wanted[axis] for axis in axes), [])
+
+
+def expand_stage(stage: StageSpec, base: Mapping[str, Any], earlier: _Earlier) -> list[Cell]:
+    """The cells of ``stage`` (order: module docstring); ``earlier``: the stages before it."""
     where = f"stage {stage.name}"
     combos: list[tuple[str, tuple[Level, ...]]] = []
     for levels in itertools.product(*(axis.levels for axis in stage.axes)):
@@ -100,7 +128,7 @@ def expand_stage(stage: StageSpec, base: Mapping[str, Any], earlier: Mapping[str
     cells: list[Cell] = []
     origin: dict[str, str] = {}
     for source, levels in combos:
-        cell = _cell(stage, levels, base, earlier, stages)
+        cell = _cell(stage, levels, base, earlier)
         if cell.key in origin:
             raise ConfigError(f"{source}: two cells have the folder {cell.key} ({origin[cell.key]} and this "
                               "one); labels that differ only in characters outside [A-Za-z0-9_.+-] share a "
@@ -119,8 +147,7 @@ def _included_level(axis: Axis, value: Any) -> Level:
     return Level(label=label, overrides=nest({axis.name: value}, axis.name))
 
 
-def _cell(stage: StageSpec, levels: tuple[Level, ...], base: Mapping[str, Any],
-          earlier: Mapping[str, list[Cell]], stages: Mapping[str, StageSpec]) -> Cell:  # fmt: skip
+def _cell(stage: StageSpec, levels: tuple[Level, ...], base: Mapping[str, Any], earlier: _Earlier) -> Cell:
     labels = tuple((axis.name, level.label) for axis, level in zip(stage.axes, levels, strict=True))
     key = cell_key(stage.name, labels)
     config = merge(base, stage.set)
@@ -139,26 +166,31 @@ def _cell(stage: StageSpec, levels: tuple[Level, ...], base: Mapping[str, Any],
                           f"no checkpoint; remove its `from` ({dependency.stage})")  # fmt: skip
     depends_on = None
     if dependency is not None:
-        depends_on = _resolve(key, labels, dependency, earlier[dependency.stage], stages[dependency.stage])
+        depends_on = _resolve(key, labels, dependency, earlier)
     # A copy: merge() shares the nested mappings of the levels, which a caller must not change for every cell.
     return Cell(stage=stage.name, kind=stage.kind, labels=labels, key=key, dataset=dataset,
                 config=copy.deepcopy(config), depends_on=depends_on)  # fmt: skip
 
 
-def _resolve(key: str, labels: tuple[tuple[str, str], ...], dependency: Dependency, candidates: list[Cell],
-             target: StageSpec) -> str:  # fmt: skip
+def _resolve(key: str, labels: tuple[tuple[str, str], ...], dependency: Dependency, earlier: _Earlier) -> str:
+    target = earlier.stages[dependency.stage]
     own = dict(labels)
     wanted = {axis.name: own[axis.name] for axis in target.axes if axis.name in own}
     wanted.update(dependency.match)
-    found = [cell for cell in candidates if all(cell.label(axis) == label for axis, label in wanted.items())]
+    found = earlier.find(target.name, wanted)
     shown = ", ".join(f"{axis}={label}" for axis, label in wanted.items()) or "no labels"
     if not found:
-        keys = ", ".join(c.key for c in candidates)
-        raise ConfigError(f"cell {key}: no cell of stage {dependency.stage} has {shown} (from: "
-                          f"{dependency.stage}); its cells: {keys}")  # fmt: skip
+        raise ConfigError(f"cell {key}: no cell of stage {target.name} has {shown} (from: {target.name}); "
+                          f"its cells: {_some(earlier.cells[target.name])}")  # fmt: skip
     if len(found) > 1:
         free = [axis.name for axis in target.axes if axis.name not in wanted]
-        raise ConfigError(f"cell {key}: {len(found)} cells of stage {dependency.stage} have {shown} "
-                          f"({', '.join(c.key for c in found)}); fix the other axes with "
-                          f"from: {{stage: {dependency.stage}, match: {{{free[0]}: ...}}}}")  # fmt: skip
+        raise ConfigError(f"cell {key}: {len(found)} cells of stage {target.name} have {shown} "
+                          f"({_some(found)}); fix the other axes with "
+                          f"from: {{stage: {target.name}, match: {{{free[0]}: ...}}}}")  # fmt: skip
     return found[0].key
+
+
+def _some(cells: Sequence[Cell], shown: int = 6) -> str:
+    """The keys of ``cells``, the first ``shown`` of a longer list and how many more."""
+    more = f" and {len(cells) - shown} more" if len(cells) > shown else ""
+    return ", ".join(cell.key for cell in cells[:shown]) + more

@@ -22,6 +22,7 @@ message names the key path or the cell.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -33,7 +34,7 @@ from typing import Any
 
 import yaml
 
-from transrec.bench.cells import Cell, expand_stage
+from transrec.bench.cells import Cell, expand_stages
 from transrec.bench.spec import (
     NAME_PATTERN,
     RUNNER_KEYS,
@@ -80,6 +81,7 @@ class Grid:
     report: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
     _cells: list[Cell] = field(default_factory=list, init=False, repr=False)
+    _by_key: dict[str, Cell] = field(default_factory=dict, init=False, repr=False)
     _hashes: dict[str, str] = field(default_factory=dict, init=False, repr=False)
 
     @classmethod
@@ -134,10 +136,10 @@ class Grid:
                           f"{', '.join(s.name for s in self.stages)}")  # fmt: skip
 
     def cell(self, key: str) -> Cell:
-        for cell in self._cells:
-            if cell.key == key:
-                return cell
-        raise ConfigError(f"grid {self.name} has no cell {key!r}")
+        """The cell of folder ``key``."""
+        if key not in self._by_key:
+            raise ConfigError(f"grid {self.name} has no cell {key!r}")
+        return self._by_key[key]
 
     def config_hash(self, cell: Cell) -> str:
         """sha256 (hex) of what the cell computes: its kind, its dataset's name and spec, its TrainConfig
@@ -169,11 +171,8 @@ class Grid:
     def _expand(self) -> None:
         from transrec.training.validation import validate_config
 
-        by_stage: dict[str, list[Cell]] = {}
-        stages = {stage.name: stage for stage in self.stages}
-        for stage in self.stages:
-            by_stage[stage.name] = expand_stage(stage, self.base, by_stage, stages)
-        self._cells = [cell for stage in self.stages for cell in by_stage[stage.name]]
+        self._cells = expand_stages(self.stages, self.base)
+        self._by_key = {cell.key: cell for cell in self._cells}
         for cell in self._cells:
             try:
                 config = self.train_config(cell, f"<output_dir>/{cell.key}", f"<dataset {cell.dataset}>",
@@ -227,10 +226,17 @@ def normalised_config(config: Mapping[str, Any]) -> dict[str, Any]:
 
     placeholders = {"dataset": "", "output_dir": ""}
     built = to_dict(from_dict(TrainConfig, {**config, **placeholders}))
-    defaults = to_dict(TrainConfig(**placeholders))
+    defaults = _defaults()
     for key in (*RUNNER_KEYS, *RESULT_FREE):
         built.pop(key, None)
     return _differences(built, defaults)
+
+
+@functools.cache
+def _defaults() -> dict[str, Any]:
+    from transrec.training.config import TrainConfig
+
+    return to_dict(TrainConfig(dataset="", output_dir=""))
 
 
 def _differences(value: dict[str, Any], default: Mapping[str, Any]) -> dict[str, Any]:
