@@ -30,7 +30,7 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -48,6 +48,9 @@ from transrec.bench.spec import (
 )
 from transrec.config import ConfigError, from_dict, merge, to_dict
 from transrec.errors import MissingPathError, UserError
+
+if TYPE_CHECKING:
+    from transrec.training.config import TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -159,9 +162,12 @@ class Grid:
             self._hashes[cell.key] = hashlib.sha256(text.encode()).hexdigest()
         return self._hashes[cell.key]
 
-    def train_config(self, cell: Cell, output_dir: str | Path, dataset: str | Path,
-                     init_checkpoint: str | Path | None = None, resume: str = "auto") -> Any:  # fmt: skip
-        """The cell's TrainConfig with the keys the runner owns filled in."""
+    def train_config(
+        self, cell: Cell, output_dir: str | Path, dataset: str | Path,
+        init_checkpoint: str | Path | None = None, resume: str = "auto",
+    ) -> TrainConfig:  # fmt: skip
+        """The cell's TrainConfig with the keys the runner owns filled in (ConfigError naming the key when
+        a value does not fit; ``load_grid`` has built every cell's once with placeholders)."""
         from transrec.training.config import TrainConfig
 
         data = dict(cell.config, dataset=str(dataset), output_dir=str(output_dir), resume=resume,
