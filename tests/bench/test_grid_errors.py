@@ -99,6 +99,16 @@ CASES: list[tuple[str, Callable[[dict[str, Any]], Any], str]] = [
         r"stages\[1\].name: two stages are named pretrain",
     ),
     (
+        "two stages of one name but for case",
+        lambda d: stage(d).update(name="Pretrain"),
+        r"stages\[1\].name: two stages are named Pretrain \(names differing only in case",
+    ),
+    (
+        "labels differing in case",
+        lambda d: axes(d).update(transfer={"NoPT": {"from": None}, "nopt": {"from": None}}),
+        r"two cells have the folder finetune/item=IDRec,transfer=nopt,seed=0 .* differ only in case",
+    ),
+    (
         "unknown kind",
         lambda d: stage(d).update(kind="eval"),
         r"stages\[1\].kind: one of train, evaluate, popularity",

@@ -129,11 +129,14 @@ def expand_stage(stage: StageSpec, base: Mapping[str, Any], earlier: _Earlier) -
     origin: dict[str, str] = {}
     for source, levels in combos:
         cell = _cell(stage, levels, base, earlier)
-        if cell.key in origin:
-            raise ConfigError(f"{source}: two cells have the folder {cell.key} ({origin[cell.key]} and this "
-                              "one); labels that differ only in characters outside [A-Za-z0-9_.+-] share a "
-                              "folder, and an included cell must not repeat one of the product")  # fmt: skip
-        origin[cell.key] = source
+        # Case-folded: macOS and Windows file systems would put Text and text in one folder.
+        folded = cell.key.casefold()
+        if folded in origin:
+            raise ConfigError(f"{source}: two cells have the folder {cell.key} ({origin[folded]} and this "
+                              "one); labels that differ only in case or in characters outside "
+                              "[A-Za-z0-9_.+-] share a folder, and an included cell must not repeat one of "
+                              "the product")  # fmt: skip
+        origin[folded] = source
         cells.append(cell)
     return cells
 

@@ -183,8 +183,9 @@ def parse_stage(
         raise ConfigError(f"{where}.name: a stage needs a name of letters, digits, '_', '.' and '-' (it "
                           f"names a folder), other than {' and '.join(RESERVED_STAGE_NAMES)}; "
                           f"got {name!r}")  # fmt: skip
-    if name in earlier:
-        raise ConfigError(f"{where}.name: two stages are named {name}")
+    if name.casefold() in (other.casefold() for other in earlier):  # one folder on macOS and Windows
+        raise ConfigError(f"{where}.name: two stages are named {name} (names differing only in case count as "
+                          "one: they name folders)")  # fmt: skip
     kind = data.get("kind", "train")
     if kind not in STAGE_KINDS:
         raise ConfigError(f"{where}.kind: one of {', '.join(STAGE_KINDS)}, got {kind!r}")
