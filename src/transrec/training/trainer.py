@@ -356,7 +356,8 @@ def _train(
     if main:
         shutil.rmtree(out / TRUNK_CACHE_DIR, ignore_errors=True)
         atomic_write_text(out / "test_metrics.json", json.dumps(test, indent=2) + "\n")
-        _write_test_ranks(out / TEST_RANKS_FILE, evaluation.users, evaluation.targets, evaluation.ranks)
+        _write_test_ranks(out / TEST_RANKS_FILE, evaluation.users, evaluation.targets, evaluation.ranks,
+                          evaluation.subsets)  # fmt: skip
         atomic_write_text(out / "result.json", json.dumps(_result_dict(result), indent=2) + "\n")
         tracking.log_test(state["epoch"], test)
         tracking.finish(result.status)
@@ -434,12 +435,16 @@ def _result_dict(result: RunResult) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _write_test_ranks(path: Path, users: np.ndarray, targets: np.ndarray, ranks: np.ndarray) -> None:
+def _write_test_ranks(path: Path, users: np.ndarray, targets: np.ndarray, ranks: np.ndarray,
+                      subsets: dict[str, np.ndarray] | None = None) -> None:  # fmt: skip
+    """``users``, ``targets``, ``ranks`` and each eval subset's membership as ``subset_<name>`` (bool per
+    user), which paired tests on a subset's metric need (``bench.paired``)."""
     # Written before result.json, and atomically: a run whose result is stored always has its ranks.
     partial = path.with_name(path.name + ".partial")
+    masks = {f"subset_{name}": np.asarray(mask, dtype=bool) for name, mask in (subsets or {}).items()}
     with partial.open("wb") as handle:
         np.savez(handle, users=users.astype(np.int64), targets=targets.astype(np.int64),
-                 ranks=ranks.astype(np.int64))  # fmt: skip
+                 ranks=ranks.astype(np.int64), **masks)  # fmt: skip
     partial.replace(path)
 
 
