@@ -216,7 +216,9 @@ def test_mlflow_continues_the_same_run_with_every_epoch_once_params_and_status(d
     _killed_then_resumed(dataset, out, "mlflow")
     client, (killed,) = mlflow_runs(out)
     assert killed.info.status == "KILLED" and killed.data.tags["transrec.status"] == "killed"
-    train(run_config(dataset, out, "mlflow"), progress=False)
+    assert set(killed.data.params) == set(config_leaves(saved_config(out)))  # logged when the run started
+    # Resumed with more epochs (trajectory-free): MLflow never changes a param, the new value is a tag.
+    train(run_config(dataset, out, "mlflow", epochs=4), progress=False)
 
     client, runs = mlflow_runs(out)
     assert [r.info.run_id for r in runs] == [killed.info.run_id]  # the same tracked run, continued
@@ -226,11 +228,13 @@ def test_mlflow_continues_the_same_run_with_every_epoch_once_params_and_status(d
     for name, series in expected_epochs(out).items():
         history = client.get_metric_history(run.info.run_id, name.replace("@", "_at_"))
         assert sorted((m.step, m.value) for m in history) == series, name
+    assert len(expected_epochs(out)["train/loss"]) == 4
     for name, value in expected_test(out).items():
         history = client.get_metric_history(run.info.run_id, name.replace("@", "_at_"))
-        assert [(m.step, m.value) for m in history] == [(3, value)], name
+        assert [(m.step, m.value) for m in history] == [(4, value)], name
     leaves = config_leaves(saved_config(out))
     assert set(run.data.params) == set(leaves)
+    assert run.data.params["epochs"] == "3" and run.data.tags["resumed.epochs"] == "4"
     assert run.data.params["model.user_encoder"] == "sasrec" and run.data.params["ks"] == "[5, 10, 20, 50]"
     assert run.data.params["init_checkpoint"] == "null" and run.data.params["optim.lr"] == "0.003"
     artifact = Path(client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path)))
