@@ -289,10 +289,30 @@ stages:
 """)
     grid = load_grid(path)
     assert keys(grid, "b") == ["b/item=IDRec,seed=0", "b/item=Text,seed=0"]
+    assert grid.cell("b/item=Text,seed=0").config["seed"] == 0  # values keep their YAML types
     assert grid.cell("b/item=Text,seed=0").depends_on == "a/item=Text,seed=0"
     twice = path.read_text().replace("seed: [0]\n  - name: b", "seed: [0]\n      seed: [1]\n  - name: b")
     path.write_text(twice)
     with pytest.raises(ConfigError, match="line 10: the key 'seed' is written twice"):
+        load_grid(path)
+
+
+def test_labels_written_as_yaml_keys_stay_as_written(tmp_path: Path):
+    path = tmp_path / "keys.yaml"
+    path.write_text("""
+name: keys
+datasets: {d: {builder: synthetic, part: source}}
+stages:
+  - name: a
+    dataset: d
+    axes:
+      pretrained: {No: {}, Yes: {}}
+      lr: {1.0e-3: {optim.lr: 1.0e-3}, 010: {optim.lr: 0.01}}
+""")
+    assert keys(load_grid(path)) == ["a/pretrained=No,lr=1.0e-3", "a/pretrained=No,lr=010",
+                                     "a/pretrained=Yes,lr=1.0e-3", "a/pretrained=Yes,lr=010"]  # fmt: skip
+    path.write_text(path.read_text().replace("010:", "'1.0e-3':"))
+    with pytest.raises(ConfigError, match=r"line 9: the key '1\.0e-3' is written twice"):
         load_grid(path)
 
 

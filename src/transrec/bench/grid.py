@@ -214,7 +214,7 @@ def load_grid(path: str | Path) -> Grid:
     if not path.is_file():
         raise MissingPathError(f"grid file {path} does not exist")
     try:
-        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # a SafeLoader subclass
+        data = yaml.load(path.read_text(), Loader=_GridLoader)  # a SafeLoader subclass
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from err
     try:
@@ -313,20 +313,24 @@ def _base(data: Mapping[str, Any], base_dir: Path) -> dict[str, Any]:
     return merge(merged, base)
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key written twice in one mapping (keys brought in by a ``<<`` merge
-    may be overridden, as YAML intends)."""
+class _GridLoader(yaml.SafeLoader):
+    """SafeLoader that keeps every plain scalar key as the text written (a level ``No:`` is the label
+    ``No``, not YAML 1.1's false; ``1.0e-3:`` stays ``1.0e-3``) and refuses a key written twice in one
+    mapping (keys brought in by a ``<<`` merge may be overridden, as YAML intends). Values keep their
+    types: ``seed: [0, 1]`` is two integers."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[tuple[type, Any]] = set()
+        seen: set[str] = set()
         for key_node, _ in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
                 continue
+            if isinstance(key_node, yaml.ScalarNode) and key_node.style is None:
+                key_node.tag = "tag:yaml.org,2002:str"
             key = self.construct_object(key_node, deep=deep)
-            if isinstance(key, (str, int, float, bool)) or key is None:
-                if (type(key), key) in seen:  # by type too: the keys 1 and true are different keys
+            if isinstance(key, str):
+                if key in seen:
                     line = key_node.start_mark.line + 1
                     raise ConfigError(f"line {line}: the key {key!r} is written twice in one mapping (YAML "
                                       "would keep only the last)")  # fmt: skip
-                seen.add((type(key), key))
+                seen.add(key)
         return super().construct_mapping(node, deep=deep)

@@ -5,7 +5,9 @@ into typed dataclasses and refuses what cannot be meant, with a ``ConfigError`` 
 (``stages[1].axes.item.HasPT``). What the levels' overrides mean for TrainConfig is checked later, when
 ``bench.grid`` builds the TrainConfig of every cell.
 
-Labels. A named level's label is its key as written. A plain-list axis (``seed: [0, 1, 2]``) labels each
+Labels. A named level's label is its key as written in the grid file (``bench.grid.load_grid`` reads keys
+as text: ``No:`` is ``No``, not YAML 1.1's false; a non-string key of a dict handed to ``Grid.from_dict``
+is labelled like a plain-list value). A plain-list axis (``seed: [0, 1, 2]``) labels each
 value with ``format_label``: integers in decimal, floats by their shortest round-trip form (Python's
 ``repr``: ``0.1`` -> ``"0.1"``, ``1.0`` -> ``"1.0"``, ``1.0e-3`` -> ``"0.001"``, ``1e-05`` stays
 ``"1e-05"``), booleans ``true``/``false``, null ``null``, strings as written. So ``1`` and ``1.0`` are two
