@@ -390,6 +390,30 @@ def test_only_rank_0_logs_but_every_rank_checks_the_package(tmp_path, monkeypatc
         other.check_installed()
 
 
+def _train_as_rank(rank, init_file, dataset, out):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        train(run_config(dataset, out, "tensorboard", epochs=2), progress=False)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_under_two_processes_rank_0_alone_writes_the_tracked_run(dataset, tmp_path):
+    require("tensorboard")
+    import torch.multiprocessing as mp
+
+    out = tmp_path / "run"
+    mp.spawn(_train_as_rank, args=(tmp_path / "init", dataset, out), nprocs=2)
+    (log_dir,) = (out / "tracking").iterdir()
+    assert len(list(log_dir.glob("events.out.tfevents.*"))) == 1  # one writer: rank 0's
+    scalars = tensorboard_scalars(tensorboard_run(log_dir))
+    for name, series in expected_epochs(out).items():
+        assert [s for s, _ in scalars[name]] == [s for s, _ in series] == [1, 2], name
+
+
 def test_params_flatten_the_nested_config_to_dotted_keys():
     flat = tracking_module.flat_params(
         {"seed": 1, "model": {"d_model": 16, "feature_vocab": {}, "tokenizer": None}, "ks": [5, 10]}
