@@ -49,7 +49,7 @@ def test_two_by_two_table_with_seeds_is_exact():
     # Cells of another user_fraction are not this table's: their 0.9 must not enter any mean.
     other = rows({key: [0.9, 0.9, 0.9] for key in VALUES}, fraction="0.1")
     assert render_table(rows() + other, table()) == HEADER + (
-        "| item | NoPT | HasPT | HasPT vs NoPT |\n"
+        "| item \\ transfer | NoPT | HasPT | HasPT vs NoPT |\n"
         "|---|---|---|---|\n"
         "| IDRec | 12.00 ± 2.00 | 13.00 ± 2.00 | +8.3% |\n"
         "| Text | 20.00 ± 0.00 | 25.00 ± 1.41 (n=2) | +25.0% |\n"
@@ -63,7 +63,7 @@ def test_improvement_on_a_row_axis_prints_a_row_and_without_percent_four_digits(
     spec = table(rows=["transfer"], columns=["item"], percent=False)
     text = render_table(rows(), spec)
     assert (
-        "| transfer | IDRec | Text |\n"
+        "| transfer \\ item | IDRec | Text |\n"
         "|---|---|---|\n"
         "| NoPT | 0.1200 ± 0.0200 | 0.2000 ± 0.0000 |\n"
         "| HasPT | 0.1300 ± 0.0200 | 0.2500 ± 0.0141 (n=2) |\n"
@@ -105,14 +105,14 @@ def test_grid_label_order_wins_over_the_order_rows_arrive_in():
     text = render_table(list(reversed(rows())), table(), labels={"item": ["IDRec", "Text"],
                                                                  "transfer": ["NoPT", "HasPT"]})  # fmt: skip
     assert text.index("| IDRec |") < text.index("| Text |")
-    assert "| item | NoPT | HasPT | HasPT vs NoPT |" in text
+    assert "| item \\ transfer | NoPT | HasPT | HasPT vs NoPT |" in text
 
 
 def test_nested_columns_and_improvement_per_other_column_label():
     spec = table(rows=["user_fraction"], columns=["item", "transfer"], filter={})
     text = render_table(rows(), spec)
-    header = ("| user_fraction | IDRec / NoPT | IDRec / HasPT | Text / NoPT | Text / HasPT "
-              "| IDRec / HasPT vs NoPT | Text / HasPT vs NoPT |")  # fmt: skip
+    header = ("| user_fraction \\ item / transfer | IDRec / NoPT | IDRec / HasPT | Text / NoPT "
+              "| Text / HasPT | IDRec / HasPT vs NoPT | Text / HasPT vs NoPT |")  # fmt: skip
     assert header in text
     assert (
         "| 1.0 | 12.00 ± 2.00 | 13.00 ± 2.00 | 20.00 ± 0.00 | 25.00 ± 1.41 (n=2) | +8.3% | +25.0% |" in text
@@ -171,7 +171,7 @@ def test_places_planned_with_fewer_seeds_are_not_marked_and_excluded_places_stay
         "### Scarcity\n\n"
         "Cells: stage `target`; test NDCG@10, mean ± std (ddof=1) over seed 0, 1, 2 (2 to 3 per cell as "
         "planned).\n\n"
-        "| method | 0.1 | 1.0 |\n"
+        "| method \\ user_fraction | 0.1 | 1.0 |\n"
         "|---|---|---|\n"
         "| IDRec | 0.0600 ± 0.0141 | 0.2000 ± 0.1000 |\n"
         "| TS |  | 0.3000 ± 0.0000 |\n"

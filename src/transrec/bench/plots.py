@@ -78,8 +78,9 @@ def draw_plot(records: Sequence[CellRecord], plot: PlotSpec, path: Path,
         return False
     figure, axis = plt.subplots(figsize=(6.4, 4.2), dpi=120)
     for line in lines:
-        seeds = int(line.n.max())
-        label = f"{line.name} ({seeds} seed{'s' if seeds > 1 else ''})"
+        low, high = int(line.n.min()), int(line.n.max())
+        seeds = f"{low}" if low == high else f"{low}-{high}"
+        label = f"{line.name} ({seeds} seed{'s' if high > 1 else ''})"
         if plot.kind == "convergence":
             drawn = axis.plot(line.x, line.mean, linewidth=2, label=label)[0]
             for curve in line.runs if len(line.runs) > 1 else ():  # each seed thin under the mean

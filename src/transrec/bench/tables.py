@@ -134,7 +134,10 @@ class _Table:
         headers = [" / ".join(k) for k in self.column_keys] if spec.columns else [spec.metric]
         extra_columns = self._improvement_places(spec.columns, self.column_keys) if in_columns else []
         headers += [self._improvement_title(spec.columns, rest) for rest in extra_columns]
-        corner = " / ".join(spec.rows) or "stage"
+        # The corner names the row axes, and the column axes after a backslash (a cross table's habit).
+        corner = (" / ".join(spec.rows) or "stage") + (
+            " \\ " + " / ".join(spec.columns) if spec.columns else ""
+        )
         out = ["| " + " | ".join([corner, *headers]) + " |", "|---" * (len(headers) + 1) + "|"]
         for row_key in self.row_keys:
             cells = [self._cell(row_key, column_key) for column_key in self.column_keys]
