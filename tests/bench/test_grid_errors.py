@@ -43,6 +43,11 @@ CASES: list[tuple[str, Callable[[dict[str, Any]], Any], str]] = [
     ("report not a mapping", lambda d: d.update(report=[1]), r"report: expected a mapping"),
     # datasets
     (
+        "dataset name",
+        lambda d: d["datasets"].update({"../up": {"builder": "synthetic", "part": "source"}}),
+        r"datasets.../up: a dataset name is letters",
+    ),
+    (
         "builder needs part",
         lambda d: d["datasets"].update(source={"builder": "synthetic"}),
         r"datasets.source: builder synthetic needs part",

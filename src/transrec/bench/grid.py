@@ -107,6 +107,10 @@ class Grid:
         if not isinstance(raw_datasets, Mapping) or not raw_datasets:
             raise ConfigError("datasets: a grid needs at least one named dataset, e.g. "
                               "{source: {builder: ml100k-platforms, part: source}}")  # fmt: skip
+        for key in raw_datasets:
+            if not NAME_PATTERN.fullmatch(str(key)):  # the runner prepares it in <output_dir>/datasets/<name>
+                raise ConfigError(f"datasets.{key}: a dataset name is letters, digits, '_', '.' and '-' (it "
+                                  "names a folder)")  # fmt: skip
         datasets = {str(k): parse_dataset(v, f"datasets.{k}") for k, v in raw_datasets.items()}
         base = _base(data, Path(base_dir))
         raw_stages = data.get("stages")
