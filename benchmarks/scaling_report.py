@@ -122,7 +122,8 @@ def _cell(point: dict[str, Any] | None, key: str, fmt: str) -> str:
 
 def _time_cell(point: dict[str, Any] | None) -> str:
     if point is not None and point["status"] == "ok" and "cpu_seconds" in point:
-        return f"{point['seconds']:.2f} ({point['cpu_seconds']:.2f})"
+        approx = "~" if point.get("extrapolated") else ""  # timed over the first steps of the epoch
+        return f"{approx}{point['seconds']:.2f} ({approx}{point['cpu_seconds']:.2f})"
     return _cell(point, "seconds", ".2f")
 
 

@@ -181,9 +181,12 @@ def run_prepare(workdir: Path, spec: LogSpec, tokenizer: str = "hash") -> None:
           "min_length": spec.min_length, "zipf": spec.zipf, "seed": spec.seed})  # fmt: skip
 
 
-def run_epoch(workdir: Path, spec: LogSpec, model: str, batch_size: int) -> None:
+def run_epoch(workdir: Path, spec: LogSpec, model: str, batch_size: int, max_steps: int = 0) -> None:
     """Time one training epoch (every user's last window, as ``windows: last``) of ``model``: ``idrec``,
-    ``morec`` (the tiny BERT) or ``minilm``; for the text models the trunk cache's build first."""
+    ``morec`` (the tiny BERT) or ``minilm``; for the text models the trunk cache's build first.
+
+    With ``max_steps`` (> 0) an epoch of more steps is timed over its first ``max_steps`` steps and
+    extrapolated to all of them (``extrapolated``; the timed part is kept as ``timed_*``)."""
     tokenizer = "minilm" if model == "minilm" else "hash"
     path = prepared_path(workdir, spec, tokenizer)
     if not path.exists():  # MiniLM's token ids: prepared here, before any clock
@@ -222,8 +225,15 @@ def run_epoch(workdir: Path, spec: LogSpec, model: str, batch_size: int) -> None
         optimizer.zero_grad(set_to_none=True)
         precision.backward_and_step(loss, optimizer, net.parameters(), config.optim.grad_clip)
         steps += 1
-    emit({"stage": f"{model}-epoch", **clock.read(), "setup_seconds": setup,
-          "steps": steps, "sequences": len(data), "batch_size": batch_size,
+        if steps == max_steps:
+            break
+    timed, epoch_steps = clock.read(), len(loader)
+    # the loader's start (its shuffle) is in the first step; the rest of the epoch runs the same steps
+    scale = epoch_steps / steps
+    emit({"stage": f"{model}-epoch", "seconds": timed["seconds"] * scale,
+          "cpu_seconds": timed["cpu_seconds"] * scale, "extrapolated": scale > 1, "timed_steps": steps,
+          "timed_seconds": timed["seconds"], "timed_cpu_seconds": timed["cpu_seconds"],
+          "setup_seconds": setup, "steps": epoch_steps, "sequences": len(data), "batch_size": batch_size,
           "distinct_items_per_step": distinct / max(steps, 1)})  # fmt: skip
 
 

@@ -21,7 +21,8 @@ import scaling_workload  # noqa: E402
 
 
 def test_generated_log_covers_every_item_with_zipf_popularity_and_the_mean_length():
-    spec = scaling_workload.LogSpec(n_users=4000, n_items=1000, seed=3)
+    # 80,000 interactions over 20,000 items: Zipf alone would leave thousands of tail items unseen
+    spec = scaling_workload.LogSpec(n_users=4000, n_items=20_000, seed=3)
     users, items, stamps = scaling_workload.generate_log(spec)
     lengths = np.bincount(users, minlength=spec.n_users)
     assert lengths.min() >= spec.min_length
@@ -96,7 +97,7 @@ def test_epoch_on_the_items_axis_is_held_to_its_measured_distinct_items():
 def _args(tmp_path, **overrides):
     values = {"axes": ["users"], "sizes": [1000, 10_000, 100_000], "fixed_users": 100, "fixed_items": 100,
               "workers": ["prepare", "evaluate"], "minilm_max": 0, "max_seconds": 5.0, "batch_size": 8,
-              "threads": 1, "nice": 0, "nice_from": 10**9, "out": tmp_path}  # fmt: skip
+              "max_steps": 0, "threads": 1, "nice": 0, "nice_from": 10**9, "out": tmp_path}  # fmt: skip
     return argparse.Namespace(**{**values, **overrides})
 
 
@@ -152,3 +153,15 @@ def test_bench_scaling_end_to_end_writes_points_table_and_plot(tmp_path):
     assert stored[1]["interactions"] > stored[0]["interactions"] > 0
     assert (tmp_path / "ok" / "scaling.png").stat().st_size > 0
     assert "| users | 10^2.78 | 600 | 200 |" in (tmp_path / "ok" / "scaling.md").read_text()
+
+
+def test_an_epoch_longer_than_max_steps_is_timed_over_its_first_steps_and_extrapolated(tmp_path, capsys):
+    spec = scaling_workload.LogSpec(n_users=600, n_items=200)
+    scaling_workload.run_prepare(tmp_path, spec)
+    scaling_workload.run_epoch(tmp_path, spec, "idrec", batch_size=64, max_steps=2)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("RESULT ")]
+    record = json.loads(lines[-1][len("RESULT ") :])
+    assert record["stage"] == "idrec-epoch" and record["extrapolated"]
+    assert record["timed_steps"] == 2 and record["steps"] == -(-record["sequences"] // 64)
+    assert record["seconds"] == pytest.approx(record["timed_seconds"] * record["steps"] / 2)
+    assert record["cpu_seconds"] == pytest.approx(record["timed_cpu_seconds"] * record["steps"] / 2)
