@@ -324,6 +324,17 @@ def test_tracking_turned_on_for_a_resumed_run_replays_its_earlier_epochs(dataset
     assert sorted((m.step, m.value) for m in history) == expected_epochs(out)["train/loss"]
 
 
+def test_a_run_resumed_under_another_run_name_is_a_new_tracked_run_with_every_epoch(dataset, tmp_path):
+    require("tensorboard")
+    out = tmp_path / "run"
+    _killed_then_resumed(dataset, out, "tensorboard")
+    renamed = run_config(dataset, out, "tensorboard", tracking_config=TrackingConfig(run_name="renamed"))
+    train(renamed, progress=False)
+    run = tensorboard_run(out / "tracking" / "renamed")
+    assert [s for s, _ in tensorboard_scalars(run)["train/loss"]] == [1, 2, 3]
+    assert tensorboard_statuses(run) == ["finished"] and tensorboard_hparams(run)[1] is not None
+
+
 def test_a_run_started_afresh_starts_a_new_tracked_run(dataset, tmp_path):
     # resume: never removes the old run's files, its tracking directory and tracking.json among them.
     require("mlflow")
@@ -354,6 +365,20 @@ def test_a_collapsed_and_a_failed_run_end_their_tracked_run_with_that_status(dat
         train(run_config(dataset, tmp_path / "failed", "mlflow"), progress=False, hook=fail)
     _, (run,) = mlflow_runs(tmp_path / "failed")
     assert run.info.status == "FAILED" and run.data.tags["transrec.status"] == "failed"
+
+
+def test_a_backend_error_while_recording_a_collapse_does_not_replace_the_collapse(
+    dataset, tmp_path, monkeypatch
+):
+    require("mlflow")
+
+    def broken(self, status):
+        raise OSError("the store went away")
+
+    monkeypatch.setattr(tracking_module.MLflowTracker, "finish", broken)
+    collapsing = run_config(dataset, tmp_path / "run", "mlflow", collapse_factor=1e9, collapse_grace=1)
+    with pytest.raises(TrainingCollapsed):  # the CLI exits 3 on it: it must stay what the run raises
+        train(collapsing, progress=False)
 
 
 # -- before anything is read: a missing package ---------------------------------------------------------

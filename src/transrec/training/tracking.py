@@ -189,6 +189,7 @@ class RunTracking:
         self.tracker: Tracker | None = None
         self.epochs_logged = 0
         self.run_id: str | None = None
+        self.run_name = ""
 
     def check_installed(self) -> None:
         """Import the backend's package in every process: ``MissingPackageError`` naming the install command,
@@ -206,18 +207,22 @@ class RunTracking:
         of ``history`` the backend has not received."""
         if not self.enabled:
             return
+        run_name = self.settings.run_name or self.output_dir.resolve().name
         stored = self._stored() if resumed else None
-        if stored is not None and stored.get("backend") == self.backend:
+        # The same tracked run continues only where it is: another backend, store, experiment or run name
+        # starts a new one, which receives every epoch so far.
+        if stored is not None and stored.get("where") == self._where(run_name):
             self.run_id = stored.get("run_id")
             self.epochs_logged = min(int(stored.get("epochs_logged", 0)), len(history))
         run = TrackedRun(
             directory=self.directory,
             experiment=self.settings.experiment,
-            run_name=self.settings.run_name or self.output_dir.resolve().name,
+            run_name=run_name,
             uri=self.settings.mlflow_uri,
             run_id=self.run_id,
             first_epoch=self.epochs_logged + 1,
         )
+        self.run_name = run_name
         run.directory.mkdir(parents=True, exist_ok=True)
         tracker = TRACKERS.get(self.backend)(run)
         self.run_id = tracker.start(config)
@@ -241,18 +246,35 @@ class RunTracking:
             self.tracker.log_test(epoch, {f"test/{k}": float(v) for k, v in metrics.items()})
 
     def finish(self, status: str) -> None:
-        """Close the tracked run with ``status``; later calls do nothing (the first status stands)."""
+        """Close the tracked run with ``status``; later calls do nothing (the first status stands). A run
+        that did not finish is ending by an exception, which a backend's own error must not replace: that
+        error is logged instead."""
         if self.tracker is None:
             return
         tracker, self.tracker = self.tracker, None
-        tracker.finish(status)
+        if status == "finished":
+            tracker.finish(status)
+            return
+        try:
+            tracker.finish(status)
+        except Exception:
+            logger.exception("tracking: %s could not record the status %s", self.backend, status)
 
     def _stored(self) -> dict[str, Any] | None:
         path = self.output_dir / TRACKING_STATE_FILE
         return json.loads(path.read_text()) if path.is_file() else None
 
+    def _where(self, run_name: str) -> dict[str, Any]:
+        # The default directory is named relative to the run directory, which may be moved with it.
+        directory = f"<output_dir>/{TRACKING_DIR}"
+        if self.settings.dir:
+            directory = str(Path(self.settings.dir).resolve())
+        return {"backend": self.backend, "dir": directory, "experiment": self.settings.experiment,
+                "run_name": run_name, "mlflow_uri": self.settings.mlflow_uri}  # fmt: skip
+
     def _save(self) -> None:
-        state = {"backend": self.backend, "run_id": self.run_id, "epochs_logged": self.epochs_logged}
+        state = {"backend": self.backend, "run_id": self.run_id, "epochs_logged": self.epochs_logged,
+                 "where": self._where(self.run_name)}  # fmt: skip
         atomic_write_text(self.output_dir / TRACKING_STATE_FILE, json.dumps(state) + "\n")
 
 
