@@ -86,8 +86,8 @@ def test_a_cell_the_grid_excludes_stays_blank_and_is_not_called_missing():
     values = dict(VALUES)
     del values[("IDRec", "HasPT")]
     text = render_table(rows(values), table(), planned=rows(values))
-    assert "| IDRec | 12.00 ± 2.00 |  | – |\n" in text
-    assert "missing" not in text
+    assert "| IDRec | 12.00 ± 2.00 |  |  |\n" in text  # nor is its improvement: it has nothing to compare
+    assert "missing" not in text and "–" not in text
 
 
 def test_one_seed_prints_no_spread_and_says_n_1():
@@ -188,3 +188,22 @@ def test_a_stage_without_axes_is_one_row_named_after_it():
         "|---|---|\n"
         "| popularity | 0.0500 |\n"
     )
+
+
+def test_an_improvement_column_without_any_pair_is_left_out():
+    # NineRec Table 2's DSSM: no HasPT (it does not transfer), so no "DSSM / HasPT vs NoPT" column at all.
+    values = {("SASRec", "NoPT"): [0.1], ("SASRec", "HasPT"): [0.2], ("DSSM", "NoPT"): [0.3]}
+    cells = [
+        {"stage": "ft", "user": u, "transfer": t, "seed": "0", "HR@10": v[0]} for (u, t), v in values.items()
+    ]
+    entry = {"title": "t", "stage": "ft", "rows": [], "columns": ["user", "transfer"], "metric": "HR@10",
+             "improvement": {"axis": "transfer", "of": "HasPT", "over": "NoPT"}}  # fmt: skip
+    spec = ReportSpec.from_dict({"tables": [entry]}, {"ft": ["user", "transfer", "seed"]}).tables[0]
+    assert (
+        "| stage \\ user / transfer | SASRec / NoPT | SASRec / HasPT | DSSM / NoPT "
+        "| SASRec / HasPT vs NoPT |\n"
+        "|---|---|---|---|---|\n"
+        "| ft | 0.1000 | 0.2000 | 0.3000 | +100.0% |\n"
+    ) in render_table(cells, spec)
+    by_rows = render_table(cells, replace(spec, rows=("user", "transfer"), columns=()))
+    assert "| SASRec / HasPT vs NoPT | +100.0% |\n" in by_rows and "DSSM / HasPT vs NoPT" not in by_rows

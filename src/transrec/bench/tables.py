@@ -132,7 +132,10 @@ class _Table:
         in_columns = improvement is not None and improvement.axis in spec.columns
         in_rows = improvement is not None and improvement.axis in spec.rows
         headers = [" / ".join(k) for k in self.column_keys] if spec.columns else [spec.metric]
-        extra_columns = self._improvement_places(spec.columns, self.column_keys) if in_columns else []
+        extra_columns = []
+        if in_columns:  # one per other-column combination where some row has both sides planned
+            extra_columns = [rest for rest in self._improvement_places(spec.columns, self.column_keys)
+                             if any(self._planned_pair(r, None, rest) for r in self.row_keys)]  # fmt: skip
         headers += [self._improvement_title(spec.columns, rest) for rest in extra_columns]
         # The corner names the row axes, and the column axes after a backslash (a cross table's habit).
         corner = (" / ".join(spec.rows) or "stage") + (
@@ -145,6 +148,8 @@ class _Table:
             out.append("| " + " | ".join([" / ".join(row_key) or spec.stage, *cells]) + " |")
         if in_rows:
             for rest in self._improvement_places(spec.rows, self.row_keys):
+                if not any(self._planned_pair(None, c, rest) for c in self.column_keys):
+                    continue
                 cells = [self._improvement(None, column_key, rest) for column_key in self.column_keys]
                 cells += [""] * len(extra_columns)
                 out.append("| " + " | ".join([self._improvement_title(spec.rows, rest), *cells]) + " |")
@@ -175,23 +180,33 @@ class _Table:
         name = f"{improvement.of} vs {improvement.over}"
         return " / ".join((*rest, name)) if rest else name
 
-    def _improvement(self, row_key: tuple | None, column_key: tuple | None, rest: tuple[str, ...]) -> str:
+    def _pair(self, row_key: tuple | None, column_key: tuple | None, rest: tuple[str, ...]) -> tuple:
+        """The places of ``of`` and ``over`` at an improvement place (``row_key`` None: a row of them)."""
         spec, improvement = self.spec, self.spec.improvement
         in_rows = row_key is None
-        axes = spec.rows if in_rows else spec.columns
-        skip = axes.index(improvement.axis)
+        skip = (spec.rows if in_rows else spec.columns).index(improvement.axis)
 
         def place(label: str) -> tuple:
             key = (*rest[:skip], label, *rest[skip:])
             return (key, column_key) if in_rows else (row_key, key)
 
-        of, over = self.summaries.get(place(improvement.of)), self.summaries.get(place(improvement.over))
-        if of is None or over is None or of.n == 0 or over.n == 0 or over.mean == 0:
+        return place(improvement.of), place(improvement.over)
+
+    def _planned_pair(self, row_key: tuple | None, column_key: tuple | None, rest: tuple[str, ...]) -> bool:
+        return all(place in self.summaries for place in self._pair(row_key, column_key, rest))
+
+    def _improvement(self, row_key: tuple | None, column_key: tuple | None, rest: tuple[str, ...]) -> str:
+        spec = self.spec
+        of_place, over_place = self._pair(row_key, column_key, rest)
+        of, over = self.summaries.get(of_place), self.summaries.get(over_place)
+        if of is None or over is None:  # the grid has no cell for one side (excluded): nothing to compare
+            return ""
+        if of.n == 0 or over.n == 0 or over.mean == 0:
             return MISSING
         text = f"{round((of.mean - over.mean) / over.mean, 6) + 0.0:+.1%}"  # + 0.0: no "-0.0%"
         if not spec.significance:
             return text
-        context = improvement_context(spec, self._labels(*place(improvement.of)))
+        context = improvement_context(spec, self._labels(*of_place))
         result = self.tests.get(context, "not computed")
         if isinstance(result, str):
             self.untested.setdefault(result, []).append(context)
