@@ -8,6 +8,7 @@ import json
 import pytest
 
 from transrec.bench.collect import cell_rows, collect, read_csv, write_csv, write_parquet
+from transrec.config import ConfigError
 from transrec.errors import UserError
 
 from .report_cells import write_cell
@@ -82,3 +83,9 @@ def test_a_csv_without_status_is_refused(tmp_path):
     (tmp_path / "x.csv").write_text("a,b\n1,2\n")
     with pytest.raises(UserError, match="has no `status` column"):
         read_csv(tmp_path / "x.csv")
+
+
+def test_an_axis_named_like_a_column_is_refused(tmp_path):
+    cell = write_cell(tmp_path, "ft", {"status": "x"}, {"HR@10": 0.5})
+    with pytest.raises(ConfigError, match="the grid's axis 'status' has the name of a column of cells.csv"):
+        cell_rows(collect(tmp_path, [cell]), "g", ["status"])

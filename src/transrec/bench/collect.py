@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from transrec.config import ConfigError
 from transrec.errors import UserError
 from transrec.training.trainer import TEST_RANKS_FILE
 from transrec.utils.io import atomic_write_text
@@ -127,6 +128,10 @@ def collect(output_dir: Path, planned: Iterable[PlannedCell]) -> list[CellRecord
 def cell_rows(records: Sequence[CellRecord], grid: str, axes: Sequence[str]) -> list[dict[str, Any]]:
     """One dict per record with the columns of the module docstring, in that order (a cell without a
     value in a column has None there)."""
+    clash = [axis for axis in axes if axis in (*LEADING, *TRAILING)]
+    if clash:
+        raise ConfigError(f"the grid's axis {clash[0]!r} has the name of a column of cells.csv "
+                          f"({', '.join((*LEADING, *TRAILING))}); rename the axis")  # fmt: skip
     metrics = list(dict.fromkeys(name for record in records for name in record.metrics))
     rows = []
     for record in records:
