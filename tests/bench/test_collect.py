@@ -87,5 +87,5 @@ def test_a_csv_without_status_is_refused(tmp_path):
 
 def test_an_axis_named_like_a_column_is_refused(tmp_path):
     cell = write_cell(tmp_path, "ft", {"status": "x"}, {"HR@10": 0.5})
-    with pytest.raises(ConfigError, match="the grid's axis 'status' has the name of a column of cells.csv"):
+    with pytest.raises(ConfigError, match=r"the grid's axis 'status' has the name of a column of cells\.csv"):
         cell_rows(collect(tmp_path, [cell]), "g", ["status"])
