@@ -43,9 +43,9 @@ EXPECTED = {
     "transrec_table6_paper": {"stage1": 1, "stage2": 1, "target": 10},
     "transrec_table7_mini": {"stage1": 6, "stage2": 6, "target": 16},
     "transrec_table7_paper": {"stage1": 3, "stage2": 3, "target": 16},
-    "pmmrec_table5_mini": {"pretrain": 3, "finetune": 18},
+    "pmmrec_table5_mini": {"pretrain": 2, "finetune": 12},
     "pmmrec_table5_paper": {"pretrain": 1, "finetune": 18},
-    "pmmrec_table8_mini": {"pretrain": 12, "finetune": 12},
+    "pmmrec_table8_mini": {"pretrain": 6, "finetune": 6},
     "pmmrec_table8_paper": {"pretrain": 6, "finetune": 6},
 }  # fmt: skip
 
