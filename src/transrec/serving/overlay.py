@@ -68,7 +68,9 @@ class Overlay:
         parts = [self.vectors[keep]] if keep else []
         if new_vectors is not None and len(new):
             parts.append(new_vectors.detach().float().cpu())
-        kept_files = {item_file(self.internal[j]): self.files[item_file(self.internal[j])] for j in keep}
+        # Items of a change not yet written (several adds committed together) have no entry yet.
+        kept = [item_file(self.internal[j]) for j in keep]
+        kept_files = {name: self.files[name] for name in kept if name in self.files}
         return replace(
             self,
             next_id=self.next_id + len(new),

@@ -18,7 +18,9 @@ number of threads alongside ``add_items`` / ``remove_items``. Readers share a re
 writer encodes its items and writes the ``added/`` overlay without it (writers serialise on their own
 lock), then takes it exclusively only to apply the change to the index and the id maps, so no reader
 sees a half-applied change. Whatever fails before that (a bad record, a duplicate, a full disk) leaves
-the index and the files as they were.
+the index and the files as they were. Adds that finish encoding while another change is being written
+are committed together, by one write and one exclusive section (``_commit_adds``), each with its own
+outcome; with ``start_encoder_process`` their encoding runs in another process, off this one's GIL.
 """
 
 from __future__ import annotations
@@ -69,6 +71,20 @@ class Recommendation:
         return asdict(self)
 
 
+@dataclass
+class _Add:
+    """One ``add_items`` call, encoded, waiting to be committed (``Recommender._commit_adds``), and its
+    outcome once ``done``: ``error`` (None: added), ``replaced`` (how many of its ids it replaced)."""
+
+    ids: list[str]
+    prepared: list[PreparedItem]
+    vectors: torch.Tensor
+    replace: bool
+    done: bool = False
+    replaced: int = 0
+    error: BaseException | None = None
+
+
 def _check_k(k: Any) -> int:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= MAX_K:
         raise InvalidRequestError(f"k must be an integer from 1 to {MAX_K}, got {k!r}")
@@ -107,6 +123,8 @@ class Recommender:
         self._lock = ReadWriteLock()
         self._writer = threading.Lock()
         self._encoder_process: EncoderProcess | None = None
+        self._pending_lock = threading.Lock()
+        self._pending: list[_Add] = []  # adds encoded and waiting for _writer (see _commit_adds)
         n = bundle.n_items
         self._n_exported = n
         self._popular_order = np.lexsort((np.arange(n), -bundle.popularity[1:])) + 1  # count desc, index asc
@@ -463,26 +481,63 @@ class Recommender:
             raise DuplicateItemError(repeated, f"item ids repeated within one request: {repeated[:20]}")
         prepared = self._preprocessor.prepare(records)
         vectors = self._encode(prepared, self._encoder_process)
+        change = _Add(ids, prepared, vectors, replace)
+        with self._pending_lock:
+            self._pending.append(change)
         with self._writer:
-            existing = [i for i in ids if i in self._raw_to_internal]  # only writers change the maps
-            if existing and not replace:
-                raise DuplicateItemError(existing)
-            old = [self._raw_to_internal[i] for i in existing]
-            overlay = self._overlay.with_changes(
+            if not change.done:  # not committed with an earlier caller's group: commit all that wait
+                with self._pending_lock:
+                    group, self._pending = self._pending, []
+                self._commit_adds(group)
+        if change.error is not None:
+            raise change.error
+        logger.info("added %d items (%d replaced)", len(ids), change.replaced)
+        return ids
+
+    def _commit_adds(self, group: list[_Add]) -> None:
+        """Apply the adds of ``group`` (under ``_writer``), in their order, as one change: one write of
+        ``added/`` and one exclusive section for the index and the maps. Concurrent adds queue while a
+        commit writes; committing them together keeps a burst of adds from queueing one write behind the
+        other. Each add gets its own outcome (``_Add.error``: a duplicate id refuses that add only); a
+        failed write fails every add of the group and changes nothing."""
+        staged: dict[str, int] = {}  # raw id -> internal id, for the ids the group's earlier adds set
+
+        def current(raw: str) -> int | None:
+            return staged[raw] if raw in staged else self._raw_to_internal.get(raw)
+
+        overlay, accepted = self._overlay, []
+        for change in group:
+            existing = [i for i in change.ids if current(i) is not None]
+            if existing and not change.replace:
+                change.error, change.done = DuplicateItemError(existing), True
+                continue
+            old = [current(i) for i in existing]
+            overlay = overlay.with_changes(
                 drop_added={i for i in old if i > self._n_exported},
                 drop_exported={i for i in old if i <= self._n_exported},
-                new=list(zip(ids, prepared, strict=True)),
-                new_vectors=vectors,
+                new=list(zip(change.ids, change.prepared, strict=True)),
+                new_vectors=change.vectors,
             )
+            new_internal = list(overlay.internal[-len(change.ids) :])
+            staged.update(zip(change.ids, new_internal, strict=True))
+            change.replaced = len(existing)
+            accepted.append((change, old, new_internal))
+        if not accepted:
+            return
+        try:
             overlay = self._persist(overlay)
-            new_internal = list(overlay.internal[-len(ids) :])
-            with self._lock.writing():
-                self._index.add(vectors.cpu(), torch.tensor(new_internal, dtype=torch.int64))
+        except BaseException as err:
+            for change, _, _ in accepted:  # each caller raises it (this one too, in add_items)
+                change.error, change.done = err, True
+            return
+        with self._lock.writing():
+            for change, old, new_internal in accepted:
+                self._index.add(change.vectors.cpu(), torch.tensor(new_internal, dtype=torch.int64))
                 if old:
                     self._index.remove(torch.tensor(old, dtype=torch.int64))
-                self._apply_change(overlay, old, list(zip(ids, new_internal, strict=True)))
-        logger.info("added %d items (%d replaced)", len(ids), len(existing))
-        return ids
+                self._apply_change(overlay, old, list(zip(change.ids, new_internal, strict=True)))
+        for change, _, _ in accepted:
+            change.done = True
 
     def remove_items(self, ids: Sequence[str]) -> None:
         """Remove the items ``ids`` from the catalogue (catalogue items and added ones alike), persisted
