@@ -237,6 +237,7 @@ def test_mlflow_continues_the_same_run_with_every_epoch_once_params_and_status(d
     assert run.data.params["epochs"] == "3" and run.data.tags["resumed.epochs"] == "4"
     assert run.data.params["model.user_encoder"] == "sasrec" and run.data.params["ks"] == "[5, 10, 20, 50]"
     assert run.data.params["init_checkpoint"] == "null" and run.data.params["optim.lr"] == "0.003"
+    assert run.data.params["logq"] == "false" and run.data.params["seed"] == "1"
     artifact = Path(client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path)))
     assert yaml.safe_load(artifact.read_text()) == saved_config(out)
 

@@ -4,22 +4,23 @@ the runs of a grid can be compared in the tools researchers already use.
 
 ``TrainConfig.tracking`` names the backend (``none``, the default, logs nothing and needs nothing);
 ``TrainConfig.tracking_config`` (``TrackingConfig``) says where and under which names. The backends write
-under ``tracking_config.dir`` (default ``<output_dir>/tracking``), never to the network:
+under ``D`` = ``tracking_config.dir`` (default ``<output_dir>/tracking``), never to the network. What each
+writes, and what a resumed run (``resume: auto`` or ``force``) does with it:
 
-===========  ==============================================  =============================================
-backend      what it writes (``D`` = ``tracking_config.dir``)  a resumed run (``resume: auto`` or ``force``)
-===========  ==============================================  =============================================
-tensorboard  event files in ``D/<run_name>`` (scalars, the    the same log dir; a ``purge_step`` hides what
-             config as text and HParams; ``tensorboard        the killed session logged past the point the
-             --logdir D``, or the grid's directory)           run continues from; the HParams session ends
-                                                              with the final status
-mlflow       a local file store ``D/mlruns``                  the same MLflow run, by the run id kept in
-             (``mlflow ui --backend-store-uri file:D/mlruns``) ``<output_dir>/tracking.json``; RUNNING again,
-             or ``tracking_config.mlflow_uri``                  then FINISHED, FAILED or KILLED
-wandb        an offline run in ``D/wandb/offline-run-*``      the same run id with ``resume="allow"``; each
-             (``wandb sync``; no login, no network)           session is its own offline-run folder, which
-                                                              ``wandb sync`` uploads into that one run
-===========  ==============================================  =============================================
+- ``tensorboard``: event files in ``D/<run_name>`` (scalars; the config as text and as HParams);
+  ``tensorboard --logdir D`` or the grid's directory. Resumed: the same log dir, with a ``purge_step``
+  that hides what the killed session logged past the point the run continues from. HParams records the
+  end of a run that finished or collapsed (TensorBoard reads only the first end of a log dir, so a
+  session that failed or was killed, which may yet resume, records none).
+- ``mlflow``: a local file store ``D/mlruns`` (``mlflow ui --backend-store-uri file:D/mlruns``), or
+  ``tracking_config.mlflow_uri``. Resumed: the same MLflow run, by the run id kept in
+  ``<output_dir>/tracking.json``; RUNNING again, then FINISHED, FAILED or KILLED.
+- ``wandb``: an offline run in ``D/wandb/offline-run-*`` (no login, no network; ``wandb sync`` uploads
+  it). Resumed: the same run id with ``resume="allow"``; each session is its own offline-run folder
+  holding that id, to be synced in order.
+
+A resumed run whose backend, store, experiment or run name changed starts a new tracked run, which
+receives every epoch so far.
 
 What is logged, under the same names in every backend (MLflow allows no ``@`` in a name: ``_at_`` there):
 the resolved config (the dict of ``config.yaml``) as flattened dotted parameters (MLflow params,
@@ -34,7 +35,9 @@ package stops every process with the install command before anything is read (``
 Epochs are logged once checkpointed (after ``last/`` is written), and ``tracking.json`` counts those the
 backend has received, so that a resumed run logs each epoch once: the ones checkpointed but not yet logged
 are replayed from ``metrics.jsonl``, as are all earlier epochs when tracking is turned on for a resumed
-run (``tracking`` and ``tracking_config.*`` are ``run_directory.TRAJECTORY_FREE``).
+run (``tracking`` and ``tracking_config.*`` are ``run_directory.TRAJECTORY_FREE``). An epoch the backend
+received just before a kill, before ``tracking.json`` counted it, is sent again: TensorBoard's purge step
+and MLflow's own metric history keep it once; two W&B offline sessions then both hold it.
 """
 
 from __future__ import annotations
@@ -379,7 +382,8 @@ class MLflowTracker(Tracker):
             # whose directory ``resume: never`` removed (with the run's other files) needs them again.
             (store / FileStore.TRASH_FOLDER_NAME).mkdir(parents=True, exist_ok=True)
         self.client = MlflowClient(tracking_uri=uri)
-        params = {k: str(v) for k, v in flat_params(config).items()}
+        # As YAML and JSON write them (false, not Python's False), for comparing with config.yaml.
+        params = {k: v if isinstance(v, str) else json.dumps(v) for k, v in flat_params(config).items()}
         #: Epochs this run already holds: a session killed after logging an epoch but before
         #: ``tracking.json`` counted it replays that epoch, which MLflow would otherwise hold twice.
         self.logged_until = 0
