@@ -15,10 +15,11 @@ a service already running instead. The clients are asyncio tasks sharing one aio
    item's text is that of the top-ranked item of a history prepared beforehand, so the history ranks the
    new item next to it (the issue's "Done when" example). ``add -> visible`` is the time from sending
    the add to receiving that recommendation. The top-ranked items are fewer than the adds, so a text is
-   added several times, and identical texts have identical vectors that tie: each copy ranks behind the
-   earlier ones (ties go to the older item). So the recommendation asks for ``--visible-k`` items plus one
-   per earlier copy of the text, and an add counts as not visible only when its item is not among them;
-   the new item's rank is recorded, and adds seen only behind earlier copies are counted apart.
+   added several times, and copies of a text have equal vectors (up to float rounding when they are
+   encoded in one batch with other items) that tie: a copy may rank behind the others. So the
+   recommendation asks for ``--visible-k`` items plus one per other copy of the text added so far (by any
+   client), and an add counts as not visible only when its item is not among them; the new item's rank is
+   recorded, and adds seen only below ``--visible-k`` (behind copies) are counted apart.
 
 An error is a response other than 200 (201 for an add) or a failed connection. The server's CPU time
 (from /proc) and the client's are printed too: both share the machine's cores, and the server's CPU
@@ -145,7 +146,7 @@ class Phase:
         self.latencies: dict[str, list[float]] = {"recommend": [], "items": [], "add_visible": []}
         self.errors: dict[str, int] = {"recommend": 0, "items": 0}
         self.not_visible = 0
-        self.behind_copies = 0  # visible, but below --visible-k, behind earlier copies of its text
+        self.behind_copies = 0  # visible, but below --visible-k, behind other copies of its text
         self.ranks: list[int] = []
         self.error_examples: list[str] = []
         self.seconds = 0.0
@@ -234,15 +235,15 @@ class LoadTest:
         history, top = self.pool[rng.randrange(len(self.pool))]
         self.added += 1
         new_id = f"bench-{os.getpid()}-{self.added}"
-        earlier = self.copies.get(top, 0)  # copies that tie with this one and rank before it
-        self.copies[top] = earlier + 1
-        k = min(self.args.visible_k + earlier, 1000)
+        self.copies[top] = self.copies.get(top, 0) + 1
         start = time.perf_counter()
         status, seconds, payload = await self.post("/items", {"id": new_id, "text": self.texts[top]})
         phase.latencies["items"].append(seconds)
         if status != 201:
             phase.error("items", f"{status} {payload}")
             return
+        # Every other copy of this text added so far ties with it (other clients' too, added meanwhile).
+        k = min(self.args.visible_k + self.copies[top] - 1, 1000)
         status, seconds, payload = await self.post("/recommend", {"history": history, "k": k})
         phase.latencies["recommend"].append(seconds)
         if status != 200:
@@ -309,7 +310,7 @@ def print_table(results: dict[str, Any]) -> None:
             if kind == "add_visible":
                 errors_label = (
                     f"{phase['not_visible']} not visible ({phase['visible_behind_copies']} seen only behind "
-                    f"earlier copies; rank median {phase['added_item_rank']['median']}, max "
+                    f"other copies; rank median {phase['added_item_rank']['median']}, max "
                     f"{phase['added_item_rank']['max']})"
                 )
             cells = [f"{row[key]:.1f}" for key in ("p50_ms", "p95_ms", "p99_ms", "max_ms")]

@@ -32,8 +32,12 @@ def test_bench_serving_reports_both_phases_without_errors(tmp_path):
     assert alone["recommend"]["requests"] > 0 and alone["recommend"]["errors"] == 0
     assert alone["items"]["requests"] == 0
     assert mix["items"]["requests"] > 0 and mix["items"]["errors"] == 0 and mix["recommend"]["errors"] == 0
-    # every add that succeeded was followed by its recommendation
+    # every add that succeeded was followed by its recommendation, which showed it (ties with earlier
+    # copies of its text counted: the recommendation asks for one more item per other copy)
     assert mix["add_visible"]["requests"] == mix["items"]["requests"]
+    assert mix["not_visible"] == 0
+    assert 1 <= mix["added_item_rank"]["median"] <= mix["added_item_rank"]["max"]
+    assert 0 <= mix["visible_behind_copies"] <= mix["items"]["requests"]
     assert 0 < alone["recommend"]["p50_ms"] <= alone["recommend"]["p99_ms"]
     assert "add_visible" in done.stdout.replace(" -> ", "_")
     # the export itself is left untouched: the service ran on a copy
