@@ -15,7 +15,12 @@ Two data sets (d = 64 by default):
   N(0, noise^2 I) noise (--noise, default 1: as much spread within a cluster as between centres), closer
   to trained item vectors, which group by genre, style and audience.
 
-One run; timings on shared machines vary, compare within a run.
+One run; timings on shared machines vary, compare within a run. Each data set and size draws its vectors
+from its own seeded generator, so a run of one size sees the same vectors as a run of all of them.
+``--index-cache DIR`` saves each built approximate index there (``RetrievalIndex.save``) and loads it
+on the next run with the same data, size, seed and parameters (the build column then says ``cached``):
+an HNSW graph of 10^6 items takes many minutes to build, and its search timings are best taken on an
+idle machine, which the build need not wait for.
 
     python benchmarks/bench_retrieval.py                      # N = 10^4, 10^5, 10^6; both data sets
     python benchmarks/bench_retrieval.py --sizes 10000 100000 --data clustered --kinds exact faiss-ivf
@@ -24,12 +29,16 @@ One run; timings on shared machines vary, compare within a run.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import statistics
 import time
+import zlib
+from pathlib import Path
 
 import torch
 
-from transrec.serving import INDEXES, build_index
+from transrec.serving import INDEXES, build_index, load_index
 
 KINDS = ("exact", "faiss-flat", "faiss-hnsw", "faiss-ivf")
 CENTRES = 1000
@@ -59,6 +68,25 @@ def vectors_of(data: str, n: int, n_queries: int, dim: int, noise: float, g: tor
     return draw(n), draw(n_queries)
 
 
+def built(kind: str, vectors: torch.Tensor, ids: torch.Tensor, cache: Path | None, key: dict):
+    """``(index, build seconds or None when loaded from cache)``; exact and faiss-flat are never cached."""
+    if cache is None or kind in ("exact", "faiss-flat"):
+        start = time.perf_counter()
+        index = build_index(kind, vectors, ids)
+        return index, time.perf_counter() - start
+    parameters = INDEXES.get(kind)().parameters
+    name = json.dumps({**key, "kind": kind, "parameters": parameters}, sort_keys=True)
+    folder = cache / f"{kind}-{key['data']}-{key['n']}-{hashlib.sha256(name.encode()).hexdigest()[:12]}"
+    if (folder / "key.json").is_file():
+        return load_index(folder), None
+    start = time.perf_counter()
+    index = build_index(kind, vectors, ids)
+    seconds = time.perf_counter() - start
+    index.save(folder)
+    (folder / "key.json").write_text(name)
+    return index, seconds
+
+
 def in_force(index) -> str:
     """The parameters a default index chose for its size."""
     if index.kind == "faiss-hnsw":
@@ -81,6 +109,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch and FAISS threads")
+    parser.add_argument("--index-cache", type=Path, help="save built approximate indexes here and reuse them")
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -94,17 +123,17 @@ def main() -> None:
         print(f"{kind} parameters: {INDEXES.get(kind)().parameters}")
     columns = "build s | batch 1 ms (median, fastest) | x exact (median, fastest) | batch 64 ms | recall@10"
     print(f"data | N | kind | {columns} | in force", flush=True)
-    g = torch.Generator().manual_seed(args.seed)
     for data in args.data:
         for n in args.sizes:
+            # Its own generator per data set and size: the same vectors whatever else the run measures.
+            g = torch.Generator().manual_seed(zlib.crc32(f"{args.seed}-{data}-{n}".encode()))
+            key = {"data": data, "n": n, "dim": args.dim, "noise": args.noise, "seed": args.seed}
             vectors, queries = vectors_of(data, n, max(256, 64 * args.batches), args.dim, args.noise, g)
             ids = torch.arange(n)
             _, exact_top = build_index("exact", vectors, ids).search(queries[:256], 10)
             exact_one = exact_fastest = None
             for kind in args.kinds:
-                start = time.perf_counter()
-                index = build_index(kind, vectors, ids)
-                build = time.perf_counter() - start
+                index, build = built(kind, vectors, ids, args.index_cache, key)
                 one, fastest = timings(index, queries, 1, args.single_queries)
                 many, _ = timings(index, queries, 64, args.batches)
                 _, top = index.search(queries[:256], 10)
@@ -113,7 +142,8 @@ def main() -> None:
                     exact_one, exact_fastest = one, fastest
                 speedup = f"{exact_one / one:.1f}x, {exact_fastest / fastest:.1f}x"
                 print(
-                    f"{data} | {n} | {kind} | {build:.2f} | {one * 1e3:.2f}, {fastest * 1e3:.2f} | "
+                    f"{data} | {n} | {kind} | {'cached' if build is None else f'{build:.2f}'} | "
+                    f"{one * 1e3:.2f}, {fastest * 1e3:.2f} | "
                     f"{speedup} | {many * 1e3:.2f} | "
                     f"{hits / exact_top.numel():.3f} | {in_force(index)}",
                     flush=True,
