@@ -13,13 +13,15 @@ a service already running instead. The clients are asyncio tasks sharing one aio
 2. ``mix``: the same, except that a request is, with probability ``--add-share`` (5%), a ``POST /items`` of
    a text item with a fresh id, followed at once by the ``POST /recommend`` that should show it: the new
    item's text is that of the top-ranked item of a history prepared beforehand, so the history ranks the
-   new item next to it (the issue's "Done when" example). ``add -> visible`` is the time from sending
-   the add to receiving that recommendation. The top-ranked items are fewer than the adds, so a text is
-   added several times, and copies of a text have equal vectors (up to float rounding when they are
-   encoded in one batch with other items) that tie: a copy may rank behind the others. So the
-   recommendation asks for ``--visible-k`` items plus one per other copy of the text added so far (by any
-   client), and an add counts as not visible only when its item is not among them; the new item's rank is
-   recorded, and adds seen only below ``--visible-k`` (behind copies) are counted apart.
+   new item next to it (the issue's "Done when" example). No such history holds an item that another add
+   copies: a copy of an item of the history is not excluded as the item itself is, and would outrank it.
+   ``add -> visible`` is the time from sending the add to receiving that recommendation. The top-ranked
+   items are fewer than the adds, so a text is added several times, and copies of a text have equal
+   vectors (up to float rounding when they are encoded in one batch with other items) that tie: a copy
+   may rank behind the others. So the recommendation asks for ``--visible-k`` items plus one per other
+   copy of the text added so far (by any client), and an add counts as not visible only when its item is
+   not among them; the new item's rank is recorded, and adds seen only below ``--visible-k`` (behind
+   copies) are counted apart.
 
 An error is a response other than 200 (201 for an add) or a failed connection. The server's CPU time
 (from /proc) and the client's are printed too: both share the machine's cores, and the server's CPU
@@ -211,7 +213,8 @@ class LoadTest:
         return [rng.sample(self.ids, rng.randint(1, min(max_len, len(self.ids)))) for _ in range(count)]
 
     async def build_pool(self, max_len: int, max_batch: int) -> None:
-        """Histories whose top-ranked items differ: an add copies the text of one history's top item."""
+        """Histories whose top-ranked items differ, none holding another's top item: an add copies the text
+        of one history's top item."""
         candidates = self.histories(POOL_HISTORIES, self.args.seed + 1, max_len)
         tops: dict[str, list[str]] = {}
         for start in range(0, len(candidates), max_batch):
@@ -221,6 +224,18 @@ class LoadTest:
                 raise SystemExit(f"POST /recommend/batch answered {status}: {body}")
             for history, result in zip(chunk, body["results"]):
                 tops.setdefault(result["items"][0], history)
+        # A copy of an item of the history is not excluded as the item is, and outranks the history's top
+        # item: keep only histories that hold no item another add copies (dropping one can free others).
+        while True:
+            copied = set(tops)
+            kept = {top: h for top, h in tops.items() if not copied.intersection(h)}
+            if len(kept) == len(tops):
+                break
+            tops = kept
+        if not tops:
+            raise SystemExit(
+                "no history of the pool leaves its top item uncopied by the others; see build_pool"
+            )
         self.pool = [(history, top) for top, history in tops.items()]
 
     async def recommend(self, phase: Phase | None, body: dict[str, Any]) -> None:
