@@ -24,9 +24,9 @@ a service already running instead. The clients are asyncio tasks sharing one aio
    copies) are counted apart.
 
 An error is a response other than 200 (201 for an add) or a failed connection. The server's CPU time
-(from /proc) and the client's are printed too: both share the machine's cores, and the server's CPU
-time per request does not depend on what other processes leave it. Prints a table and writes every
-figure as JSON (``--json``).
+(from /proc: the serving process and its encoder process) and the client's are printed too: both share
+the machine's cores, and the server's CPU time per request does not depend on what other processes leave
+it. Prints a table and writes every figure as JSON (``--json``).
 
     python benchmarks/bench_serving.py EXPORT_DIR                  # 32 clients, 20 s per phase
     python benchmarks/bench_serving.py EXPORT_DIR --clients 8 --duration 5 --json out.json
@@ -66,9 +66,19 @@ def free_port() -> int:
 
 
 def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (Linux /proc), in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time of a process and of its running children (the service's encoder process),
+    in seconds (Linux /proc)."""
+    total = 0.0
+    pids = [pid]
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        pids += [int(c) for c in children.read_text().split()]
+    for one in pids:
+        try:
+            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:  # a child that ended meanwhile
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def client_cpu_seconds() -> float:
