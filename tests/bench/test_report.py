@@ -128,6 +128,11 @@ def test_write_report_collects_tabulates_tests_and_plots(tmp_path):
         p, result = expected_p(ranks, item, ndcg_per_user)
         star = "*" if result.p_value < 0.05 else ""
         assert f"{round(result.relative, 6) + 0.0:+.1%}{star} (p={p}) |" in tables.split("### New-item")[0]
+        # The footnote gives the paired difference per user, its interval and the pairs it rests on.
+        low, high = result.ci_low + 0.0, result.ci_high + 0.0
+        line = (f"- item={item}: HasPT - NoPT = {result.difference + 0.0:+.4f} (95% CI [{low:+.4f}, "
+                f"{high:+.4f}]) per user, 2 seed(s) x {USERS} users, p={p}.\n")  # fmt: skip
+        assert line in tables
     assert expected_p(ranks, "Text", ndcg_per_user)[1].p_value < 0.05  # the data make Text significant
     assert expected_p(ranks, "IDRec", ndcg_per_user)[1].p_value > 0.05  # and IDRec not
     # A subset metric pairs the subset's users only.
@@ -155,7 +160,7 @@ def test_missing_and_changed_cells_show_as_missing(tmp_path):
     first = tables.split("### New-item")[0]
     assert "| IDRec | " in first and " (n=1) |" in first.split("| IDRec |")[1].split("\n")[0]
     assert "| Text | " in first and " (n=1) |" in first.split("| Text |")[1].split("\n")[0]
-    assert "n=1: only 1 of the 2 seed labels finished." in first
+    assert "- n=1: only 1 of the 2 seed labels finished." in first
     assert "Cells done: 14 of 18." in tables
 
 

@@ -54,8 +54,8 @@ def test_two_by_two_table_with_seeds_is_exact():
         "| IDRec | 12.00 ± 2.00 | 13.00 ± 2.00 | +8.3% |\n"
         "| Text | 20.00 ± 0.00 | 25.00 ± 1.41 (n=2) | +25.0% |\n"
         "\n"
-        "n=2: only 2 of the 3 seed labels finished.\n"
-        "HasPT vs NoPT: (HasPT - NoPT) / NoPT of the means, on axis transfer.\n"
+        "- n=2: only 2 of the 3 seed labels finished.\n"
+        "- HasPT vs NoPT: (HasPT - NoPT) / NoPT of the means, on axis transfer.\n"
     )
 
 
@@ -78,7 +78,7 @@ def test_missing_cell_prints_a_dash_and_a_footnote_never_zero():
     failed = [dict(r, status="failed", **{"NDCG@10": None}) for r in rows({("IDRec", "HasPT"): [0, 0, 0]})]
     text = render_table(rows(values) + failed, table(), planned=planned)
     assert "| IDRec | 12.00 ± 2.00 | – | – |\n" in text
-    assert "– missing: no finished cell yet for item=IDRec, transfer=HasPT.\n" in text
+    assert "- – missing: no finished cell yet for item=IDRec, transfer=HasPT.\n" in text
     assert "0.00" not in text.split("| IDRec")[1].split("\n")[0]
 
 
@@ -134,7 +134,7 @@ def test_significance_prints_p_and_a_star_below_the_level():
     tests = {(("item", "IDRec"),): result(0.001), (("item", "Text"),): "a cell has no test_ranks.npz"}
     text = render_table(rows(), table(significance=True), tests=tests)
     assert "+8.3%* (p=≤0.001)" in text and "+25.0% (p n/a)" in text
-    assert "p n/a (item=Text): a cell has no test_ranks.npz." in text
+    assert "- p n/a (item=Text): a cell has no test_ranks.npz." in text
 
 
 def test_rows_read_back_from_csv_render_the_same(tmp_path):

@@ -109,8 +109,8 @@ def render_table(
     body = table.lines()
     lines = [f"### {spec.title}", "", _source_line(spec, seed_axis, list(seeds_of.values())), "", *body]
     notes = table.footnotes(seed_axis)
-    if notes:
-        lines += ["", *notes]
+    if notes:  # a list, so that each note renders on a line of its own
+        lines += ["", *(f"- {note}" for note in notes)]
     return "\n".join(lines) + "\n"
 
 
@@ -124,7 +124,7 @@ class _Table:
         self.missing: list[dict[str, str]] = []
         self.partial: set[tuple[int, int]] = set()
         self.untested: dict[str, list[Context]] = {}
-        self.starred = False
+        self.tested: list[tuple[Context, BootstrapResult]] = []
 
     def lines(self) -> list[str]:
         spec = self.spec
@@ -212,7 +212,7 @@ class _Table:
             self.untested.setdefault(result, []).append(context)
             return text + " (p n/a)"
         star = "*" if result.p_value < self.level else ""
-        self.starred = self.starred or bool(star)
+        self.tested.append((context, result))
         return f"{text}{star} (p={_p_value(result)})"
 
     def _labels(self, row_key: tuple[str, ...], column_key: tuple[str, ...]) -> dict[str, str]:
@@ -221,6 +221,9 @@ class _Table:
     def _number(self, value: float) -> str:
         scale = 100.0 if self.spec.percent else 1.0
         return f"{value * scale + 0.0:.{self.spec.digits}f}"
+
+    def _signed(self, value: float) -> str:
+        return f"{value * (100.0 if self.spec.percent else 1.0) + 0.0:+.{self.spec.digits}f}"
 
     def footnotes(self, seed_axis: str | None) -> list[str]:
         notes = []
@@ -238,6 +241,15 @@ class _Table:
             detail = f" ({result.n_resamples} resamples)" if result is not None else ""
             notes.append(f"p: two-sided paired bootstrap over test users{detail}, seeds paired by label "
                          f"(evaluation.significance); * p < {self.level:g}.")  # fmt: skip
+            improvement = self.spec.improvement
+            for context, result in self.tested:
+                where = ", ".join(f"{a}={v}" for a, v in context)
+                notes.append(
+                    (f"{where}: " if where else "")
+                    + f"{improvement.of} - {improvement.over} = {self._signed(result.difference)} "
+                    f"(95% CI [{self._signed(result.ci_low)}, {self._signed(result.ci_high)}]) per user, "
+                    f"{result.n_seeds} seed(s) x {result.n_users} users, p={_p_value(result)}."
+                )
             for reason, contexts in self.untested.items():
                 places = "; ".join(", ".join(f"{a}={v}" for a, v in c) or "the table" for c in contexts)
                 notes.append(f"p n/a ({places}): {reason}.")
