@@ -189,3 +189,7 @@ def test_a_live_lock_skips_its_cell_and_a_stale_one_is_taken_over(tmp_path, monk
     ]
     assert "another-host.example" in summary.cells[0].error and calls == [("pretrain/seed=1", "auto")]
     assert not (out / "pretrain/seed=1/.lock").exists()  # released at the end
+    # A lock taken between the look at the cell's state and the attempt to take it keeps the cell too.
+    monkeypatch.setattr("transrec.bench.state.is_locked", lambda directory: None)
+    summary = run_grid(grid, progress=False)
+    assert [c.outcome for c in summary.cells] == ["locked", "skipped"] and len(calls) == 1

@@ -3,6 +3,7 @@ another shard waits for it (or reports ``blocked`` when the wait runs out)."""
 
 import copy
 import threading
+import time
 
 from tests.bench.test_runner import recording_train
 from tests.bench.tiny_grids import GRID, tiny_grid
@@ -49,3 +50,11 @@ def test_a_dependency_no_shard_runs_blocks_its_cell_when_the_wait_runs_out(tmp_p
     ]
     assert "pending after waiting 0 s" in summary.cells[1].error
     assert not summary.ok
+
+
+def test_unsharded_a_dependency_nobody_runs_blocks_at_once(tmp_path):
+    grid = crossed_grid(tmp_path / "tiny")
+    started = time.monotonic()
+    summary = run_grid(grid, stages=["zeroshot"], wait=60, poll=0.1, progress=False)
+    assert [c.outcome for c in summary.cells] == ["blocked", "blocked"] and time.monotonic() - started < 30
+    assert summary.cells[0].error == "its dependency pretrain/seed=1 is pending"

@@ -12,8 +12,9 @@ For each cell (``bench.cells.Cell``) of the shard (``bench.shard``) and of the `
   scratch, its old run files removed first;
 - ``running`` (another process or host holds its lock) is skipped and reported as ``locked``;
 - a cell whose dependency is not done waits for it when another process may still finish it (another
-  shard; polled every ``poll`` seconds, at most ``wait``), and is ``blocked`` when the dependency failed,
-  collapsed or is blocked, or when the wait runs out;
+  shard, or another invocation holding its lock; polled every ``poll`` seconds, at most ``wait``), and is
+  ``blocked`` when the dependency failed, collapsed or is blocked, when nothing will run it (unsharded,
+  a stage left out with ``--stage``), or when the wait runs out;
 - otherwise it runs under its lock: ``train`` through ``training.trainer.train`` with ``resume: auto``
   (a killed cell continues from ``last/``; a finished run whose cell.json was lost is returned as stored),
   ``dataset`` = the prepared named dataset (``bench.datasets``), ``output_dir`` = the cell's directory
@@ -160,7 +161,7 @@ def run_grid(
     if rerun not in (None, *RERUN):
         raise UsageError(f"--rerun must be one of {', '.join(RERUN)}, got {rerun!r}")
     cells = select_cells(grid, shard, stages)
-    runner = _GridRunner(grid, rerun, wait, poll, progress)
+    runner = _GridRunner(grid, rerun, wait, poll, progress, sharded=shard is not None and shard.count > 1)
     with runner.process_group():
         if runner.is_main:
             _refuse_changed(grid, cells, rerun)
@@ -195,8 +196,11 @@ def _refuse_changed(grid, cells: list[Cell], rerun: str | None) -> None:
 class _GridRunner:
     """Runs cells one at a time and remembers what this invocation did to each."""
 
-    def __init__(self, grid, rerun: str | None, wait: float, poll: float, progress: bool) -> None:
+    def __init__(
+        self, grid, rerun: str | None, wait: float, poll: float, progress: bool, sharded: bool
+    ) -> None:
         self.grid, self.rerun, self.wait, self.poll, self.progress = grid, rerun, wait, poll, progress
+        self.sharded = sharded  # other shards may run this one's dependencies: wait for them
         self.by_key = {cell.key: cell for cell in grid.cells()}
         self.outcomes: dict[str, str] = {}
         self.datasets: dict[str, Path] = {}
@@ -301,7 +305,11 @@ class _GridRunner:
             state = self._state(dependency)
             if state == "done":
                 return True
-            return False if state in final else None
+            if state in final:
+                return False
+            # Unsharded, only a process holding the dependency's lock may still finish it (another
+            # invocation); a dependency of a stage not selected (--stage) is nobody's to run.
+            return None if self.sharded or state == "running" else False
 
         answer = ready()
         if answer is None:
