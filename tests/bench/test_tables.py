@@ -207,3 +207,21 @@ def test_an_improvement_column_without_any_pair_is_left_out():
     ) in render_table(cells, spec)
     by_rows = render_table(cells, replace(spec, rows=("user", "transfer"), columns=()))
     assert "| SASRec / HasPT vs NoPT | +100.0% |\n" in by_rows and "DSSM / HasPT vs NoPT" not in by_rows
+
+
+def test_many_missing_places_are_counted_and_a_table_with_none_finished_says_so():
+    values = {("IDRec", "NoPT"): [0.1], ("IDRec", "HasPT"): [], ("Text", "NoPT"): [], ("Text", "HasPT"): []}
+    planned = rows({key: [0.0] for key in values})
+    spec = table(improvement=None)
+    text = render_table(rows(values), spec, planned=planned)
+    assert (
+        "- – missing: no finished cell yet for item=IDRec, transfer=HasPT | item=Text, transfer=NoPT | "
+        in text
+    )
+    assert "- – missing: no cell of this table has finished yet.\n" in render_table([], spec, planned=planned)
+    many = [dict(r, item=f"I{i}") for i in range(3) for r in planned]  # 6 more places, none finished
+    text = render_table(rows(values), spec, planned=planned + many)
+    assert (
+        "- – missing: 9 of the 10 places have no finished cell yet, e.g. item=IDRec, transfer=HasPT | "
+        in text
+    )

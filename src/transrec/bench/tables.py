@@ -24,6 +24,8 @@ from transrec.bench.report_spec import TableSpec
 from transrec.evaluation.significance import BootstrapResult
 
 MISSING = "–"
+#: The most missing places a footnote names one by one.
+MISSING_LISTED = 4
 Context = tuple[tuple[str, str], ...]
 
 
@@ -228,8 +230,14 @@ class _Table:
     def footnotes(self, seed_axis: str | None) -> list[str]:
         notes = []
         if self.missing:
-            places = "; ".join(", ".join(f"{a}={v}" for a, v in labels.items()) for labels in self.missing)
-            notes.append(f"{MISSING} missing: no finished cell yet for {places}.")
+            places = [", ".join(f"{a}={v}" for a, v in labels.items()) for labels in self.missing]
+            if len(places) == len(self.summaries):
+                notes.append(f"{MISSING} missing: no cell of this table has finished yet.")
+            elif len(places) > MISSING_LISTED:  # a long list says less than a count
+                notes.append(f"{MISSING} missing: {len(places)} of the {len(self.summaries)} places have no "
+                             f"finished cell yet, e.g. {' | '.join(places[:MISSING_LISTED])}.")  # fmt: skip
+            else:
+                notes.append(f"{MISSING} missing: no finished cell yet for {' | '.join(places)}.")
         for n, planned in sorted(self.partial):
             notes.append(f"n={n}: only {n} of the {planned} {seed_axis or 'seed'} labels finished.")
         if self.spec.improvement is not None:
