@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from transrec.bench.collect import PlannedCell, cell_rows, collect, write_csv, write_parquet
+from transrec.bench.collect import CellRecord, PlannedCell, cell_rows, collect, write_csv, write_parquet
 from transrec.bench.paired import improvement_tests
 from transrec.bench.plots import draw_plot
 from transrec.bench.report_spec import ReportSpec, grid_axes, plot_stem
@@ -111,7 +111,9 @@ def write_report(grid: GridLike | ReportInputs, output_dir: Path | None = None) 
     return paths
 
 
-def _write_tables(inputs: ReportInputs, spec: ReportSpec, records, rows, path: Path) -> Path:
+def _write_tables(inputs: ReportInputs, spec: ReportSpec, records: list[CellRecord],
+                  rows: list[dict[str, Any]], path: Path) -> Path:  # fmt: skip
+    """``tables.md``: the grid's name and description, how many cells are done, then every table."""
     done = sum(r.status == "done" for r in records)
     others = {status: sum(r.status == status for r in records) for status in ("failed", "collapsed")}
     ended = ", ".join(f"{n} {status}" for status, n in others.items() if n)
