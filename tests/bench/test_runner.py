@@ -13,6 +13,7 @@ from tests.bench.tiny_grids import CELLS, GRID, TEXT, pretrain_only, tiny_grid
 from transrec.bench.runner import GridChangedError, cell_states, run_grid
 from transrec.bench.shard import Shard
 from transrec.data.prepared import PreparedDataset
+from transrec.evaluation.model_eval import subset_masks
 from transrec.evaluation.protocol import evaluate_scorer
 from transrec.models.baselines import BASELINES
 from transrec.training import trainer
@@ -193,3 +194,41 @@ def test_a_live_lock_skips_its_cell_and_a_stale_one_is_taken_over(tmp_path, monk
     monkeypatch.setattr("transrec.bench.state.is_locked", lambda directory: None)
     summary = run_grid(grid, progress=False)
     assert [c.outcome for c in summary.cells] == ["locked", "skipped"] and len(calls) == 1
+
+
+def test_evaluate_and_popularity_cells_keep_each_subsets_membership_as_the_trainer_does(tmp_path):
+    pretrain, zeroshot, popularity = (json.loads(json.dumps(GRID["stages"][i])) for i in (0, 2, 3))
+    pretrain["set"]["epochs"], pretrain["axes"], zeroshot["axes"] = 1, {"seed": [0]}, {"seed": [0]}
+    base = {**GRID["base"], "eval_subsets": ["cold", "all"]}
+    out = tmp_path / "tiny"
+    assert run_grid(tiny_grid(out, base=base, stages=[pretrain, zeroshot, popularity]), progress=False).ok
+    target = PreparedDataset(out / "datasets/target/data")
+    masks = subset_masks(target, "test", ["cold", "all"])
+    assert 0 < masks["cold"].sum() < target.n_users
+    for key in ("zeroshot/seed=0", "popularity/default"):
+        stored = np.load(out / key / "test_ranks.npz")
+        assert sorted(stored.files) == ["ranks", "subset_all", "subset_cold", "targets", "users"]
+        assert (stored["subset_cold"] == masks["cold"][stored["users"]]).all() and stored["subset_all"].all()
+        metrics = json.loads((out / key / "test_metrics.json").read_text())
+        assert metrics["cold/users"] == masks["cold"].sum() and "cold/NDCG@10" in metrics
+    trained = np.load(out / "pretrain/seed=0/test_ranks.npz")  # the trainer's file has the same arrays
+    assert sorted(trained.files) == ["ranks", "subset_all", "subset_cold", "targets", "users"]
+
+
+def test_with_tracking_on_every_cell_logs_into_one_store_of_the_grid_named_by_its_key(tmp_path, monkeypatch):
+    configs = []
+    monkeypatch.setattr(trainer, "train", lambda config, **_: configs.append(config) or 1 / 0)
+    for tracking, experiment in (("mlflow", {}), ("tensorboard", {}), ("wandb", {"experiment": "mine"})):
+        base = {**GRID["base"], "tracking": tracking, "tracking_config": experiment}
+        run_grid(tiny_grid(tmp_path / tracking, base=base, stages=[GRID["stages"][0]]), progress=False)
+    names = [
+        (c.tracking_config.dir, c.tracking_config.experiment, c.tracking_config.run_name) for c in configs
+    ]
+    expected = [
+        (tmp_path / "mlflow", "tiny"),
+        (tmp_path / "tensorboard", "transrec"),
+        (tmp_path / "wandb", "mine"),
+    ]
+    assert names == [
+        (str(out / "tracking"), name, f"pretrain/seed={s}") for out, name in expected for s in (0, 1)
+    ]

@@ -2,8 +2,8 @@
 dependency's ``best/`` checkpoint applied to the cell's dataset, no training: zero-shot) and ``popularity``
 (the non-learned popularity ranking). Every kind leaves the same test files: ``test_metrics.json``
 (``HR@k``, ``NDCG@k``, ``MRR`` for the config's ``ks``, and ``<subset>/users``, ``<subset>/<metric>``
-for its ``eval_subsets``) and ``test_ranks.npz`` (``users``, ``targets``, ``ranks``, 1 = best), written
-as the trainer writes them.
+for its ``eval_subsets``) and ``test_ranks.npz`` (``users``, ``targets``, ``ranks``, 1 = best, and
+``subset_<name>``, each subset's membership per user), written as the trainer writes them.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def run_evaluate_cell(config, checkpoint: Path) -> dict[str, Any]:
         config.eval_batch_size, subsets=tuple(config.eval_subsets),
     )  # fmt: skip
     write_test_outputs(Path(config.output_dir), evaluation.metrics, evaluation.users, evaluation.targets,
-                       evaluation.ranks)  # fmt: skip
+                       evaluation.ranks, evaluation.subsets)  # fmt: skip
     return {"checkpoint": str(checkpoint)}
 
 
@@ -75,24 +75,23 @@ def run_popularity_cell(config) -> dict[str, Any]:
     result = metrics.compute()
     masks = subset_masks(dataset, "test", tuple(config.eval_subsets))
     result.update(subset_metrics(ranks, masks, tuple(config.ks), dataset.n_items))
-    write_test_outputs(Path(config.output_dir), result, users, np.asarray(targets)[users], ranks)
+    write_test_outputs(Path(config.output_dir), result, users, np.asarray(targets)[users], ranks, masks)
     return {}
 
 
 def write_test_outputs(out: Path, metrics: dict[str, float], users: np.ndarray, targets: np.ndarray,
-                       ranks: np.ndarray) -> None:  # fmt: skip
-    """``test_metrics.json`` and ``test_ranks.npz`` as the trainer writes them (each atomically; rank 0
-    only under ``torchrun``)."""
-    from transrec.training.trainer import TEST_RANKS_FILE
+                       ranks: np.ndarray, subsets: dict[str, np.ndarray]) -> None:  # fmt: skip
+    """``test_metrics.json`` and ``test_ranks.npz`` as the trainer writes them, ``subset_<name>`` arrays
+    included (each file atomically; rank 0 only under ``torchrun``)."""
+    from transrec.training.trainer import TEST_RANKS_FILE, _write_test_ranks
 
     if not DistributedContext.current().is_main:
         return
     out.mkdir(parents=True, exist_ok=True)
-    partial = out / (TEST_RANKS_FILE + ".partial")
-    with partial.open("wb") as handle:
-        np.savez(handle, users=np.asarray(users, dtype=np.int64), targets=np.asarray(targets, dtype=np.int64),
-                 ranks=np.asarray(ranks, dtype=np.int64))  # fmt: skip
-    partial.replace(out / TEST_RANKS_FILE)
+    # The trainer's own writer: an evaluate or popularity cell's ranks are read exactly as a train cell's.
+    _write_test_ranks(
+        out / TEST_RANKS_FILE, np.asarray(users), np.asarray(targets), np.asarray(ranks), subsets
+    )
     atomic_write_text(out / TEST_METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
 
 

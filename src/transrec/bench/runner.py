@@ -350,7 +350,8 @@ class _GridRunner:
                     remove_test_outputs(directory)
                 write_cell_json(directory, record)
             resume = "never" if plan["fresh"] else "auto"  # never: the trainer removes the old run files
-            config = self.grid.train_config(cell, directory, plan["dataset"], checkpoint, resume)
+            config = _tracked(self.grid, cell, self.grid.train_config(cell, directory, plan["dataset"],
+                                                                      checkpoint, resume))  # fmt: skip
             if cell.kind == "train":
                 details = run_train_cell(config, self.progress and self.is_main)
             elif cell.kind == "evaluate":
@@ -405,6 +406,27 @@ class _GridRunner:
         box = [plan]
         dist.broadcast_object_list(box, src=0)
         return box[0]
+
+
+def _tracked(grid, cell: Cell, config):
+    """With ``tracking`` on, one store per grid: ``tracking_config`` defaults to the directory
+    ``<output_dir>/tracking``, the experiment (MLflow, W&B) named after the grid and each run after its
+    cell's key (the trainer's default, the run folder's last part, is ``seed=0`` in many stages). Values
+    the grid sets are kept; these keys change no weight."""
+    from dataclasses import replace
+
+    if config.tracking == "none":
+        return config
+    given, defaults = config.tracking_config, type(config.tracking_config)()
+    names = {
+        "dir": given.dir or str(Path(grid.output_dir) / "tracking"),
+        # MLflow's experiment, W&B's project; TensorBoard has none (training.validation refuses one).
+        "experiment": grid.name
+        if config.tracking in ("mlflow", "wandb") and given.experiment == defaults.experiment
+        else given.experiment,
+        "run_name": given.run_name or cell.key,
+    }
+    return replace(config, tracking_config=replace(given, **names))
 
 
 def _metric_note(directory: Path) -> str:
