@@ -216,9 +216,14 @@ def test_serve_freezes_what_it_loaded_before_serving(monkeypatch, tmp_path):
         def run(self, sockets):
             frozen_at_run.append(gc.get_freeze_count())
 
-    fake = types.SimpleNamespace(catalogue_size=3, limits=None)
+    fake = types.SimpleNamespace(
+        catalogue_size=3,
+        limits=None,
+        start_encoder_process=lambda **options: None,
+        stop_encoder_process=lambda: None,
+    )
     monkeypatch.setattr(Recommender, "load", staticmethod(lambda *args, **kwargs: fake))
-    monkeypatch.setattr(app_module, "create_app", lambda *args: object())
+    monkeypatch.setattr(app_module, "create_app", lambda *args, **kwargs: object())
     monkeypatch.setattr(server_module, "uvicorn_server", lambda *args, **kwargs: FakeServer())
     gc.unfreeze()
     try:
