@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -204,3 +206,29 @@ def test_a_model_that_does_not_load_is_a_start_error_naming_it(tmp_path):
     (tmp_path / "model").mkdir()
     with pytest.raises(EncoderStartError, match=r"could not load .*model"):
         EncoderProcess(tmp_path / "model", lambda items: None, start_timeout_s=120)
+
+
+def test_the_process_exits_when_the_serving_process_is_killed(exports):
+    """No orphan holding a model's memory: a serving process killed outright closes its end of the socket,
+    and the encoder process ends on that."""
+    model_dir = exports["text"].directory / "model"
+    script = (
+        "import sys\n"
+        "from transrec.serving.encoder_process import EncoderProcess\n"
+        f"process = EncoderProcess({str(model_dir)!r}, lambda items: None)\n"
+        "print(process.pid, flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        pid = int(parent.stdout.readline())
+        assert alive(pid)
+    finally:
+        parent.kill()
+        parent.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(pid)
