@@ -11,6 +11,10 @@ variables). Every task may start at once: a cell waits (``--wait``) for a depend
 A cell may itself use several GPUs: ``torchrun --nproc_per_node N $(which transrec) bench GRID.yaml``
 runs each train cell with DDP (or FSDP, ``parallel: fsdp``), rank 0 taking the locks and writing files.
 
+``--rerun all`` runs this invocation's cells again from scratch. In a job array a dependent cell of
+another shard may have started from its dependency before that was rerun; it then shows as ``changed``
+(its dependency was rerun since it ran), and ``--rerun changed`` runs it again.
+
 Exit status: 0 every cell of the shard done; 1 some failed, collapsed, blocked or locked (the summary
 names them); 2 a usage error (a bad grid, a changed cell without ``--rerun``, a bad argument).
 """
@@ -48,6 +52,7 @@ def add_parser(commands) -> None:
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    import os
     from pathlib import Path
 
     from transrec.bench.grid import load_grid
@@ -76,5 +81,6 @@ def run_bench(args: argparse.Namespace) -> int:
         return 0
     summary = run_grid(grid, shard=shard, stages=args.stage, rerun=args.rerun, wait=args.wait,
                        progress=not args.quiet)  # fmt: skip
-    print(summary.format())
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun every process has the same summary
+        print(summary.format())
     return 0 if summary.ok else 1
