@@ -104,3 +104,12 @@ def test_the_two_movielens_platforms_are_prepared_together_once(ml100k_root, tmp
     assert data[0].n_users <= 40 and data[1].meta.get("new_items") and not data[0].meta.get("new_items")
     assert prepared == paths  # each part once: the target's dataset finds both parts ready
     assert not set(data[0].item_ids[1:]) & set(data[1].item_ids[1:])  # item 0 is the padding
+
+
+def test_a_dataset_that_cannot_be_had_stops_the_grid_with_its_name_and_leaves_no_lock(tmp_path):
+    missing = {**GRID["datasets"], "source": {"builder": "prepared", "path": str(tmp_path / "nowhere")}}
+    grid = pretrain_only(tmp_path / "tiny", epochs=1, seeds=(0,), datasets=missing)
+    with pytest.raises(MissingPathError, match=r"datasets\.source\.path"):
+        run_grid(grid, progress=False)
+    assert not (tmp_path / "tiny/pretrain/seed=0/.lock").exists()
+    assert cell_states(grid) == {"pretrain/seed=0": "pending"}

@@ -163,8 +163,7 @@ def run_grid(
     cells = select_cells(grid, shard, stages)
     runner = _GridRunner(grid, rerun, wait, poll, progress, sharded=shard is not None and shard.count > 1)
     with runner.process_group():
-        if runner.is_main:
-            _refuse_changed(grid, cells, rerun)
+        _refuse_changed(grid, cells, rerun)  # every process reads the same files: all refuse, or none
         logger.info(f"grid {grid.name}: {len(cells)} cells" + (f" (shard {shard})" if shard else "")
                     + f" in {grid.output_dir}")  # fmt: skip
         summary = GridSummary(grid.name, shard)
@@ -221,8 +220,17 @@ class _GridRunner:
         return _torchrun_group(self, self.wait)
 
     def run(self, cell: Cell, counter: str) -> CellOutcome:
-        plan = self._decide(cell, counter) if self.is_main else None
+        plan = None
+        if self.is_main:
+            try:
+                plan = self._decide(cell, counter)
+            except BaseException as err:
+                # A user error preparing a dataset, an interrupt: the other processes stop too.
+                self._share({"abort": f"{type(err).__name__}: {err}"})
+                raise
         plan = self._share(plan)
+        if "abort" in plan:
+            raise RuntimeError(f"rank 0 stopped the grid at {cell.key}: {plan['abort']}")
         if plan["outcome"] is not None:
             self.outcomes[cell.key] = plan["outcome"]
             return CellOutcome(cell.key, plan["outcome"], error=plan.get("error"))
@@ -266,17 +274,9 @@ class _GridRunner:
         except BaseException:
             self._release()
             raise
-        what = {"train": "training", "evaluate": "evaluating", "popularity": "ranking by popularity"}[
-            cell.kind
-        ]
-        how = (
-            " from scratch"
-            if fresh and state != "pending"
-            else " (resuming from last/)"
-            if state == "resumable"
-            else ""
-        )
-        logger.info(f"{label}: {what}{how}")
+        what = {"train": "training", "evaluate": "evaluating", "popularity": "ranking by popularity"}
+        how = {True: " from scratch", False: " (resuming from last/)" if state == "resumable" else ""}
+        logger.info(f"{label}: {what[cell.kind]}{how[fresh and state != 'pending']}")
         return {"outcome": None, "fresh": fresh, "dataset": str(dataset)}
 
     def _release(self) -> None:
