@@ -2,7 +2,8 @@
 renders the papers' tables from the finished cells.
 
 ``grid`` reads a grid file, ``spec`` its parts, ``cells`` expands the cells, ``listing`` prints them for
-``--dry-run``.
+``--dry-run``. ``runner`` runs them (``run_grid``, ``cell_states``), each kind as ``execute`` says, on the
+named datasets ``datasets`` prepares, under the locks and states of ``state``, in the shares of ``shard``.
 """
 
 from transrec.bench.cells import Cell
