@@ -113,3 +113,18 @@ def test_a_dataset_that_cannot_be_had_stops_the_grid_with_its_name_and_leaves_no
         run_grid(grid, progress=False)
     assert not (tmp_path / "tiny/pretrain/seed=0/.lock").exists()
     assert cell_states(grid) == {"pretrain/seed=0": "pending"}
+
+
+def test_a_raw_dataset_is_read_by_its_loader_and_prepared_with_the_grids_settings(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    folder = tmp_path / "Bili_Mini"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "fixtures/ninerec/Bili_Mini", folder)
+    spec = DatasetSpec(builder="raw", format="ninerec", path=str(folder), options={"on_bad_row": "skip"},
+                       prepare={"user_k": 1, "item_k": 1, "modality": "text"})  # fmt: skip
+    data = PreparedDataset(prepare_dataset(tmp_path / "out", "bili", spec, progress=False))
+    assert data.meta["config"]["modality"] == "text" and data.meta["config"]["user_k"] == 1
+    source = data.meta["source"]
+    assert source["format"] == "ninerec" and source["options"] == {"on_bad_row": "skip"}
+    assert data.n_users == 2 and data.path == tmp_path / "out/datasets/bili/data"
