@@ -2,7 +2,7 @@
 
 ``tiny_grid(out)``: pretrain (text items, seeds 0 and 1) on the source, then on the target finetune
 {NoPT, HasPT} x seeds, zeroshot (the pretrain checkpoint of each seed applied to the target) and a
-popularity ranking. 4 + 4 + 2 + 1 = ... cells as ``CELLS`` lists."""
+popularity ranking: 2 + 4 + 2 + 1 = 9 cells, in the order ``CELLS`` lists them."""
 
 from __future__ import annotations
 
