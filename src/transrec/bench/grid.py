@@ -59,6 +59,7 @@ GRID_KEYS = ("name", "description", "output_dir", "datasets", "base_config", "ba
 #: ``Grid.config_hash`` so that the same grid moved to a GPU machine keeps its finished cells.
 RESULT_FREE = (
     "device", "num_workers", "eval_batch_size", "parallel", "trunk_cache", "trunk_cache_max_memory_mb",
+    "tracking", "tracking_config",  # where a run is reported (training.tracking), not what it computes
 )  # fmt: skip
 
 
