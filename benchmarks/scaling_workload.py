@@ -166,6 +166,15 @@ def prepared_path(workdir: Path, spec: LogSpec, tokenizer: str = "hash") -> Path
     return workdir / f"u{spec.n_users}-i{spec.n_items}" / f"prepared-{tokenizer}"
 
 
+def ensure_prepared(workdir: Path, spec: LogSpec, tokenizer: str = "hash") -> Path:
+    """The prepared dataset of ``spec``, prepared here (before any clock) when no ``prepare`` process left
+    one (MiniLM's token ids, or a stage run on its own with ``--workers``)."""
+    path = prepared_path(workdir, spec, tokenizer)
+    if not path.exists():
+        prepare(raw_dataset(spec), PrepareConfig(**PREPARE, tokenizer=tokenizer), path, progress=False)
+    return path
+
+
 def run_prepare(workdir: Path, spec: LogSpec, tokenizer: str = "hash") -> None:
     """Time ``transrec.data.prepare`` on the generated log (the log is built before the clock)."""
     raw = raw_dataset(spec)
@@ -187,10 +196,7 @@ def run_epoch(workdir: Path, spec: LogSpec, model: str, batch_size: int, max_ste
 
     With ``max_steps`` (> 0) an epoch of more steps is timed over its first ``max_steps`` steps and
     extrapolated to all of them (``extrapolated``; the timed part is kept as ``timed_*``)."""
-    tokenizer = "minilm" if model == "minilm" else "hash"
-    path = prepared_path(workdir, spec, tokenizer)
-    if not path.exists():  # MiniLM's token ids: prepared here, before any clock
-        prepare(raw_dataset(spec), PrepareConfig(**PREPARE, tokenizer=tokenizer), path, progress=False)
+    path = ensure_prepared(workdir, spec, "minilm" if model == "minilm" else "hash")
     encoder, items, variant = {"idrec": ("id", {}, "no cache"), "morec": ("text", TINY_TEXT, "cache"),
                                "minilm": ("text", MINILM, "cache")}[model]  # fmt: skip
     config = run_config(str(path), encoder, items, variant, "cpu", workdir / "runs" / model, batch_size)
@@ -240,7 +246,8 @@ def run_epoch(workdir: Path, spec: LogSpec, model: str, batch_size: int, max_ste
 def run_evaluate(workdir: Path, spec: LogSpec) -> None:
     """Time full-ranking evaluation (test targets, history excluded) of every user by an IDRec-SASRec
     (untrained: the cost does not depend on the weights)."""
-    config = run_config(str(prepared_path(workdir, spec)), "id", {}, "no cache", "cpu", workdir / "runs", 64)
+    path = ensure_prepared(workdir, spec)
+    config = run_config(str(path), "id", {}, "no cache", "cpu", workdir / "runs", 64)
     dataset = PreparedDataset(config.dataset)
     seed_everything(0)
     net = SequentialRecommender(replace(config.model, n_items=dataset.n_items, n_users=dataset.n_users))

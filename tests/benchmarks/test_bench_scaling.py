@@ -143,6 +143,30 @@ def test_a_process_over_the_cap_is_stopped_reported_and_the_larger_size_skipped(
     assert "> 0 (cap)" in (tmp_path / "capped" / "scaling.md").read_text()
 
 
+def test_stages_of_a_size_whose_preparation_was_over_the_cap_are_skipped(tmp_path, monkeypatch):
+    def fake_worker(args, worker, users, items, niceness):
+        if worker == "prepare" and users >= 10_000:
+            return {"status": "over-cap", "records": [], "wall": 5.0, "stderr": ""}
+        record = {"stage": bench_scaling.WORKERS[worker][0], "seconds": 0.1, "peak_mb": 300.0}
+        return {"status": "ok", "records": [record], "wall": 1.0, "stderr": ""}
+
+    monkeypatch.setattr(bench_scaling, "run_worker", fake_worker)
+    points: list[dict] = []
+    bench_scaling.sweep(_args(tmp_path), points)
+    status = {(p["stage"], p["size"]): p["status"] for p in points}
+    assert status[("evaluate", 1000)] == "ok" and status[("prepare", 10_000)] == "over-cap"
+    assert status[("evaluate", 10_000)] == "skipped" and status[("evaluate", 100_000)] == "skipped"
+
+
+def test_a_stage_run_alone_prepares_its_data_before_the_clock(tmp_path, capsys):
+    spec = scaling_workload.LogSpec(n_users=300, n_items=100)
+    scaling_workload.run_evaluate(tmp_path, spec)  # no prepare process ran
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("RESULT ")]
+    record = json.loads(line[len("RESULT ") :])
+    assert record["stage"] == "evaluate" and record["items"] == 100 and record["users"] > 250
+    assert scaling_workload.prepared_path(tmp_path, spec).exists()
+
+
 @pytest.mark.slow  # two preparation processes: over a minute on the shared 2-core machine
 def test_bench_scaling_end_to_end_writes_points_table_and_plot(tmp_path):
     pytest.importorskip("matplotlib")
