@@ -149,15 +149,16 @@ def sweep(args: argparse.Namespace, points: list[dict[str, Any]]) -> None:
                 load = os.getloadavg()[0]
                 result = run_worker(args, worker, users, items, niceness)
                 by_stage = {r["stage"]: r for r in result["records"]}
-                for stage in stages:
+                for stage in stages:  # a figure emitted before the process stopped or failed is kept
                     record = by_stage.get(stage)
-                    status = "ok" if record else result["status"]
-                    if status == "ok" and result["status"] == "failed":
-                        status = "ok"  # finished before a later stage of the same process failed
-                    points.append({**base, "stage": stage, "status": status, "load": round(load, 2),
-                                   "nice": niceness, "cap": args.max_seconds, **(record or {})})  # fmt: skip
+                    point = {**base, "stage": stage, "status": "ok" if record else result["status"],
+                             "load": round(load, 2), "nice": niceness, "cap": args.max_seconds,
+                             **(record or {})}  # fmt: skip
                     if not record:
                         stopped.add(worker)
+                        if result["status"] == "failed":
+                            point["error"] = result["stderr"][-1000:]
+                    points.append(point)
                 figure = ", ".join(f"{r['stage']} {r['seconds']:.2f} s" for r in result["records"])
                 print(f"{axis} {size:>8d} ({users} users, {items} items) {worker:8s} {result['status']:8s} "
                       f"{figure} (load {load:.1f}, wall {result['wall']:.1f} s)", flush=True)  # fmt: skip

@@ -158,6 +158,31 @@ def test_stages_of_a_size_whose_preparation_was_over_the_cap_are_skipped(tmp_pat
     assert status[("evaluate", 10_000)] == "skipped" and status[("evaluate", 100_000)] == "skipped"
 
 
+def test_a_failed_process_keeps_its_error_and_stops_the_larger_sizes(tmp_path, monkeypatch):
+    def fake_worker(args, worker, users, items, niceness):
+        if worker == "evaluate" and users >= 10_000:
+            return {"status": "failed", "records": [], "wall": 1.0, "stderr": "Traceback...\nMemoryError"}
+        record = {"stage": bench_scaling.WORKERS[worker][0], "seconds": 0.1, "peak_mb": 300.0}
+        return {"status": "ok", "records": [record], "wall": 1.0, "stderr": ""}
+
+    monkeypatch.setattr(bench_scaling, "run_worker", fake_worker)
+    points: list[dict] = []
+    bench_scaling.sweep(_args(tmp_path), points)
+    failed = next(p for p in points if (p["stage"], p["size"]) == ("evaluate", 10_000))
+    assert failed["status"] == "failed" and failed["error"].endswith("MemoryError")
+    stored = json.loads((tmp_path / "points.json").read_text())["points"]
+    assert {(p["stage"], p["size"]): p["status"] for p in stored}[("evaluate", 100_000)] == "skipped"
+
+
+def test_a_process_that_exits_cleanly_without_a_figure_has_failed(tmp_path, monkeypatch):
+    def silent(command, **kwargs):
+        return subprocess.CompletedProcess(command, 0, stdout="a log line\n", stderr="")
+
+    monkeypatch.setattr(bench_scaling.subprocess, "run", silent)
+    result = bench_scaling.run_worker(_args(tmp_path), "prepare", 100, 100, niceness=0)
+    assert result["status"] == "failed" and result["records"] == []
+
+
 def test_a_stage_run_alone_prepares_its_data_before_the_clock(tmp_path, capsys):
     spec = scaling_workload.LogSpec(n_users=300, n_items=100)
     scaling_workload.run_evaluate(tmp_path, spec)  # no prepare process ran
