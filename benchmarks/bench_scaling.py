@@ -242,7 +242,8 @@ def main() -> None:
     text = scaling_report.render(points, args.out / "scaling.png")
     (args.out / "scaling.md").write_text(text)
     print(text)
-    print(f"wrote {args.out / 'points.json'}, {args.out / 'scaling.md'} and {args.out / 'scaling.png'}")
+    print(f"wrote {args.out / 'scaling.md'} and {args.out / 'scaling.png'}"
+          + ("" if args.report_only else f"; the points are in {args.out / 'points.json'}"))  # fmt: skip
 
 
 if __name__ == "__main__":
