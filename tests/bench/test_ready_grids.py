@@ -140,8 +140,8 @@ def test_every_grid_reports_its_tables_on_its_stages(grids, name):
 
 def test_the_demo_grid_matches_the_demo_config():
     """configs/bench/demo.yaml runs what `transrec demo` runs: DemoConfig's defaults, methods and seeds."""
+    from transrec.demo.grid import scaled_patience
     from transrec.demo.pipeline import METHODS, DemoConfig, train_config
-    from transrec.demo.runs import scaled_patience
 
     demo, grid = DemoConfig(), load_grid(BENCH / "demo.yaml")
     labels = {axis: set() for axis in ("method", "user_fraction", "seed")}

@@ -1,11 +1,13 @@
 """``transrec demo --quick`` end to end on the generated MovieLens-100K stand-in, with no network: every
-stage, the tables, the tests, the plots, and the per-user ranks behind the new-item column."""
+stage, the tables, the tests, the plots, the per-user ranks behind the new-item column, the grid's
+report, and a second run that trains nothing."""
 
 import json
 
 import numpy as np
 import pytest
 
+from transrec.bench.datasets import recorded_dataset
 from transrec.cli.main import main
 from transrec.data.prepared import PreparedDataset
 from transrec.evaluation.significance import ndcg_per_user
@@ -32,18 +34,37 @@ def run_quick_demo(root, out, monkeypatch, capsys) -> None:
         assert (out / f"{kind}.png").read_bytes()[:4] == b"\x89PNG"
     assert "## Conclusions" in (out / "results.md").read_text()
 
-    # The new-item column: the stored ranks of the test users whose target the protocol made new.
-    target = PreparedDataset(root / "prepared" / "ml-100k-demo-text-40u-s0" / "target-new0.1")
+    # The new-item column: the stored ranks of the test users whose target the protocol made new, read
+    # from the cells of the demo's grid (their folders named as `transrec bench` names them).
+    target = PreparedDataset(recorded_dataset(out, "target")["path"])
+    assert target.path.name == "target-new0.1" and target.path.parent.name == "ml-100k-demo-text-40u-s0"
     new = target.item_is_new[target.split.test_targets]
     assert results["users"] == {"all": target.n_users, "new": int(new.sum())} and new.any()
-    ranks = [np.load(out / f"IDRec-seed{seed}" / TEST_RANKS_FILE)["ranks"] for seed in (0, 1)]
+    cell = "target/method=IDRec,user_fraction=1.0,seed={}"
+    ranks = [np.load(out / cell.format(seed) / TEST_RANKS_FILE)["ranks"] for seed in (0, 1)]
     expected = np.mean([ndcg_per_user(r)[new].mean() for r in ranks])
     assert results["methods"]["IDRec"]["mean"]["new/NDCG@10"] == pytest.approx(expected)
+    # The grid's own report, as `transrec bench --report` writes it.
+    tables = (out / "report" / "tables.md").read_text()
+    assert "Cells done: 16 of 16." in tables and "Demo: target scarcity" in tables
+    assert (out / "report" / "cells.csv").read_text().count("\n") == 1 + 16
 
 
 def test_demo_quick(ml100k_root, tmp_path, monkeypatch, capsys, offline):
-    """The quick demo end to end on the generated stand-in, found in $TRANSREC_HOME, with no network."""
-    run_quick_demo(ml100k_root, tmp_path / "demo", monkeypatch, capsys)
+    """The quick demo end to end on the generated stand-in, found in $TRANSREC_HOME, with no network; run
+    again, it trains nothing (every cell is done) and reports the same numbers."""
+    out = tmp_path / "demo"
+    run_quick_demo(ml100k_root, out, monkeypatch, capsys)
+    first = json.loads((out / "results.json").read_text())
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished cell was trained again")
+
+    monkeypatch.setattr("transrec.training.trainer.train", no_training)
+    run_quick_demo(ml100k_root, out, monkeypatch, capsys)
+    again = json.loads((out / "results.json").read_text())
+    assert again["methods"] == first["methods"] and again["significance"] == first["significance"]
+    assert again["stage_seconds"]["source pre-training"] == 0.0  # nothing ran in this invocation
 
 
 @pytest.mark.slow

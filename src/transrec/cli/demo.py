@@ -6,22 +6,29 @@
    target with the new-item protocol (``--new-items``);
 3. pre-trains on the source once per seed, compares Popularity, IDRec, two-stage, NoPT, HasPT and
    zero-shot on the target over those seeds, then trains IDRec, NoPT and HasPT on shares of the target's
-   users (``transrec.demo.runs``);
+   users: the cells of the demo's grid (``transrec.demo.grid``), run by ``transrec bench``'s runner
+   (``transrec.demo.runs``);
 4. writes ``results.md``, ``results.json``, ``convergence.png`` and ``scarcity.png`` with the paired
    significance tests and the conclusions (``transrec.demo.summary``, ``report``, ``plots``), and prints
-   them.
+   them; and the grid's own report (``report/``: cells.csv, tables.md, plots), as ``transrec bench
+   --report`` writes it.
 
-Every run has its own directory under the output folder and continues there (``resume: auto``): a
-demo interrupted and started again trains only what is missing. ``--quick`` runs the same pipeline on a
+Every run is a cell of the grid with its own directory under the output folder
+(``<stage>/<axis>=<label>,...``, as ``transrec bench`` names them) and continues there: a demo
+interrupted and started again runs only what is missing; one whose settings changed is refused unless
+``--rerun changed``. ``--quick`` runs the same pipeline on a
 slice (40 users per platform, 2 seeds, at most 2 epochs).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import platform
 import time
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
@@ -51,6 +58,8 @@ def add_parser(commands) -> None:
                       "(default 100; 2 with --quick)")  # fmt: skip
     demo.add_argument("--patience", type=int, help="epochs without a better validation NDCG@10 (default 3)")
     demo.add_argument("--images", help="also copy the plots here as demo_*.png (e.g. docs/images)")
+    demo.add_argument("--rerun", choices=["changed", "failed", "all"], help="run again the cells whose "
+                      "settings changed, that failed, or all (as transrec bench --rerun)")  # fmt: skip
     demo.add_argument("--quiet", action="store_true", help="no progress bars or lines, only warnings")
     demo.set_defaults(run=run_demo)
 
@@ -86,14 +95,15 @@ def demo_config(args: argparse.Namespace):
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    from transrec.bench.report import write_report
     from transrec.cli.data import print_summary
     from transrec.data.loaders import load_raw
     from transrec.data.movielens import fetch_ml100k
     from transrec.data.prepare import PrepareConfig, prepare
     from transrec.data.prepared import PreparedDataset
-    from transrec.demo.pipeline import prepare_platforms
+    from transrec.demo.grid import demo_grid
     from transrec.demo.report import main_table, scarcity_table, significance_lines, write_results
-    from transrec.demo.runs import run_all
+    from transrec.demo.runs import prepare_demo_platforms, run_all
     from transrec.demo.summary import summarise
 
     started = time.perf_counter()
@@ -116,7 +126,8 @@ def run_demo(args: argparse.Namespace) -> int:
 
     _stage("2/4 source and target platforms")
     mark = time.perf_counter()
-    source, target = prepare_platforms(folder, root, config)
+    with _data_root(root):  # the grid's dataset builder fetches MovieLens-100K from the data root
+        source, target = prepare_demo_platforms(config, args.rerun, progress=not args.quiet)
     for part in (source, target):
         counts = f"{part.n_users:,} users, {part.n_items:,} items, {part.n_interactions:,} interactions"
         new = (part.meta.get("new_items") or {}).get("items")
@@ -124,7 +135,7 @@ def run_demo(args: argparse.Namespace) -> int:
     stages["platforms"] = time.perf_counter() - mark
 
     _stage("3/4 pre-training on the source, the methods on the target, the scarcity grid")
-    demo = run_all(source, target, config, progress=not args.quiet)
+    demo = run_all(source, target, config, progress=not args.quiet, rerun=args.rerun)
     stages.update(demo.stage_seconds)
 
     _stage("4/4 results")
@@ -136,6 +147,7 @@ def run_demo(args: argparse.Namespace) -> int:
     context = {**_context(args, config, source, target), "wall time (s)": round(wall, 1)}
     images = Path(args.images) if args.images else None
     files = write_results(summary, Path(config.output_dir), context, images)
+    grid_files = write_report(demo_grid(config, target.n_users))
     print(main_table(summary))
     print()
     for line in significance_lines(summary):
@@ -150,6 +162,7 @@ def run_demo(args: argparse.Namespace) -> int:
     print()
     for kind, path in files.items():
         print(f"{kind}: {path}")
+    print(f"grid report: {', '.join(str(path) for path in grid_files)}")
     print("stage wall times: " + ", ".join(f"{k} {v:.0f} s" for k, v in stages.items()))
     print(f"done in {wall:.0f} s")
     return 0
@@ -186,13 +199,26 @@ def _context(args, config, source, target) -> dict:
     }
 
 
+@contextlib.contextmanager
+def _data_root(root: Path) -> Iterator[None]:
+    """``root`` as $TRANSREC_HOME while the platforms are prepared: ``bench.datasets`` reads the data
+    root from the environment (``data.paths.data_root``), and ``--root`` must reach it."""
+    before = os.environ.get("TRANSREC_HOME")
+    os.environ["TRANSREC_HOME"] = str(root)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("TRANSREC_HOME", None)
+        else:
+            os.environ["TRANSREC_HOME"] = before
+
+
 def _stage(title: str) -> None:
     logger.info(f"== {title} ==")
 
 
 def _cpu_count() -> int:
-    import os
-
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 

@@ -184,8 +184,9 @@ def item_encoder(config: DemoConfig, method: str) -> tuple[str, dict[str, Any]]:
 
 def train_config(config: DemoConfig, dataset: PreparedDataset, out: Path, method: str, seed: int,
                  epochs: int, user_fraction: float = 1.0) -> TrainConfig:  # fmt: skip
-    """The run of ``method`` (``NoPT`` for the source pre-training) with ``seed`` on ``dataset``; HasPT's
-    ``init_checkpoint`` is set by the caller (``demo.runs``), which knows the source run of the seed."""
+    """The run of ``method`` (``NoPT`` for the source pre-training) with ``seed`` on ``dataset``, as one
+    TrainConfig: what a cell of the demo's grid (``demo.grid``) trains, which the tests check the grid
+    against; the grid's runner sets HasPT's ``init_checkpoint`` (the source cell of the seed)."""
     name, items = item_encoder(config, method)
     # IDRec has no backbone and TS freezes its backbones: no optimizer group of theirs reads encoder_lr,
     # and training.validation refuses a key the run would ignore.
