@@ -23,7 +23,7 @@ from typing import Any
 
 from transrec.bench.grid import Grid
 from transrec.bench.spec import format_label
-from transrec.demo.pipeline import TRAINED, DemoConfig, item_encoder
+from transrec.demo.pipeline import TRAINED, DemoConfig, base_settings, method_settings
 
 #: Every platform option of ``bench.datasets``' ml100k-platforms builder, with DemoConfig's field of it.
 PLATFORM_OPTIONS = ("modality", "users_per_platform", "split_seed", "image_size")
@@ -65,7 +65,7 @@ def demo_grid(config: DemoConfig, target_users: int) -> Grid:
     needs_source = "Zero-shot" in config.methods or "HasPT" in trained
     stages: list[dict[str, Any]] = []
     if needs_source:
-        nopt = _method_overrides(config, "NoPT")
+        nopt = method_settings(config, "NoPT")
         if config.source_epochs != config.epochs:
             nopt["epochs"] = config.source_epochs
         stages.append(
@@ -97,42 +97,15 @@ def demo_grid(config: DemoConfig, target_users: int) -> Grid:
         "description": _description(config),
         "output_dir": config.output_dir,
         "datasets": demo_datasets(config),
-        "base": {
-            "model": {
-                "d_model": config.d_model,
-                "max_len": config.max_len,
-                "user_encoder": "sasrec",
-                "user_encoder_config": {"n_layers": config.n_layers, "n_heads": 2},
-            },
-            "mode": "s2s",
-            "objective": "bce",
-            "batch_size": config.batch_size,
-            "epochs": config.epochs,
-            "patience": config.patience,
-            "eval_subsets": ["new"],
-            "optim": {"lr": config.lr},
-        },
+        "base": base_settings(config),
         "stages": stages,
         "report": demo_report(config, trained, [format_label(f, "fractions") for f in fractions]),
     }
     return Grid.from_dict(data)
 
 
-def _method_overrides(config: DemoConfig, method: str) -> dict[str, Any]:
-    """What a method's level sets over ``base`` (``demo.pipeline.train_config`` builds the same run)."""
-    name, items = item_encoder(config, method)
-    overrides: dict[str, Any] = {"model.item_encoder": name}
-    if items:
-        overrides["model.item_encoder_config"] = items
-    # IDRec has no backbone and TS freezes its backbones: no optimizer group of theirs reads encoder_lr,
-    # and training.validation refuses a key the run would ignore.
-    if method not in ("IDRec", "TS"):
-        overrides["optim.encoder_lr"] = config.encoder_lr
-    return overrides
-
-
 def _target_stage(config: DemoConfig, trained: list[str], fractions: list[float], target_users: int) -> dict:
-    methods = {m: _method_overrides(config, m) for m in trained}
+    methods = {m: method_settings(config, m) for m in trained}
     if "HasPT" in methods:
         methods["HasPT"]["from"] = "source"  # seed s starts from the source pre-trained with seed s
     levels = {}

@@ -29,11 +29,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from transrec.config import ConfigError, to_dict
+from transrec.config import ConfigError, from_dict, merge, to_dict
 from transrec.data.prepare import PrepareConfig, prepare
 from transrec.data.prepared import PreparedDataset
-from transrec.models.recommender import ModelConfig
-from transrec.training.config import OptimConfig, TrainConfig
+from transrec.training.config import TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -182,20 +181,35 @@ def item_encoder(config: DemoConfig, method: str) -> tuple[str, dict[str, Any]]:
     return "text", text
 
 
+def base_settings(config: DemoConfig) -> dict[str, Any]:
+    """The TrainConfig keys every run of the demo shares (nested; the grid's ``base``)."""
+    model = {"d_model": config.d_model, "max_len": config.max_len, "user_encoder": "sasrec",
+             "user_encoder_config": {"n_layers": config.n_layers, "n_heads": 2}}  # fmt: skip
+    return {"model": model, "mode": "s2s", "objective": "bce", "batch_size": config.batch_size,
+            "epochs": config.epochs, "patience": config.patience, "eval_subsets": ["new"],
+            "optim": {"lr": config.lr}}  # fmt: skip
+
+
+def method_settings(config: DemoConfig, method: str) -> dict[str, Any]:
+    """What ``method`` (``NoPT`` for the source pre-training) sets over ``base_settings`` (nested): its
+    item encoder and, where one is fine-tuned, the encoders' learning rate."""
+    name, items = item_encoder(config, method)
+    model: dict[str, Any] = {"item_encoder": name, **({"item_encoder_config": items} if items else {})}
+    settings: dict[str, Any] = {"model": model}
+    # IDRec has no backbone and TS freezes its backbones: no optimizer group of theirs reads encoder_lr,
+    # and training.validation refuses a key the run would ignore.
+    if method not in ("IDRec", "TS"):
+        settings["optim"] = {"encoder_lr": config.encoder_lr}
+    return settings
+
+
 def train_config(config: DemoConfig, dataset: PreparedDataset, out: Path, method: str, seed: int,
                  epochs: int, user_fraction: float = 1.0) -> TrainConfig:  # fmt: skip
     """The run of ``method`` (``NoPT`` for the source pre-training) with ``seed`` on ``dataset``, as one
-    TrainConfig: what a cell of the demo's grid (``demo.grid``) trains, which the tests check the grid
-    against; the grid's runner sets HasPT's ``init_checkpoint`` (the source cell of the seed)."""
-    name, items = item_encoder(config, method)
-    # IDRec has no backbone and TS freezes its backbones: no optimizer group of theirs reads encoder_lr,
-    # and training.validation refuses a key the run would ignore.
-    encoder_lr = {} if method in ("IDRec", "TS") else {"encoder_lr": config.encoder_lr}
-    model = ModelConfig(d_model=config.d_model, max_len=config.max_len, item_encoder=name,
-                        item_encoder_config=items, user_encoder="sasrec",
-                        user_encoder_config={"n_layers": config.n_layers, "n_heads": 2})  # fmt: skip
-    return TrainConfig(
-        dataset=str(dataset.path), output_dir=str(out), model=model, mode="s2s", objective="bce",
-        batch_size=config.batch_size, epochs=epochs, patience=config.patience, seed=seed,
-        user_fraction=user_fraction, resume="auto", optim=OptimConfig(lr=config.lr, **encoder_lr),
-    )  # fmt: skip
+    TrainConfig: what a cell of the demo's grid (``demo.grid``, built from the same settings) trains;
+    the grid's runner sets HasPT's ``init_checkpoint`` (the source cell of the seed) and scales
+    ``patience`` with the user fraction."""
+    settings = merge(base_settings(config), method_settings(config, method))
+    settings.update(dataset=str(dataset.path), output_dir=str(out), epochs=epochs, seed=seed,
+                    user_fraction=user_fraction, resume="auto")  # fmt: skip
+    return from_dict(TrainConfig, settings)
