@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from tests.data.rawbuild import raw_dataset
+from transrec.bench.runner import GridChangedError
 from transrec.data.prepare import PrepareConfig, prepare
 from transrec.demo.grid import scaled_patience
 from transrec.demo.pipeline import DemoConfig
@@ -150,6 +151,21 @@ def test_a_second_demo_trains_nothing(platforms, tmp_path, monkeypatch):
 
     assert seen(again.runs) == seen(first.runs)
     assert first.stage_seconds["source pre-training"] > 0.0
+
+
+def test_a_demo_with_other_options_is_refused_before_anything_runs_unless_rerun(platforms, tmp_path,
+                                                                                monkeypatch):  # fmt: skip
+    run_fake(platforms, tmp_path, monkeypatch, seeds=(0,), fractions=(1.0,))
+    refused = r"ran target/method=IDRec,user_fraction=1\.0,seed=0, .* with other options.*--rerun changed"
+    with pytest.raises(GridChangedError, match=refused):
+        run_fake(platforms, tmp_path, monkeypatch, seeds=(0,), fractions=(1.0,), epochs=5)
+    fake = FakeTrain()
+    monkeypatch.setattr("transrec.training.trainer.train", fake)
+    config = DemoConfig(output_dir=str(tmp_path / "demo"), seeds=(0,), fractions=(1.0,), epochs=5,
+                        methods=("Popularity", "IDRec", "NoPT", "HasPT", "Zero-shot"))  # fmt: skip
+    run_all(*platforms, config, progress=False, rerun="changed")
+    # The target's 3 methods again; the source keeps its own epoch cap (source_epochs) and is not rerun.
+    assert {c.epochs for c in fake.configs} == {5} and len(fake.configs) == 3
 
 
 def test_the_summary_counts_runs_stopped_by_patience_and_pairs_the_seeds(platforms, tmp_path, monkeypatch):

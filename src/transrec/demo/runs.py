@@ -117,12 +117,22 @@ def run_all(source: PreparedDataset, target: PreparedDataset, config: DemoConfig
     (``grid_runs``); ``source`` and ``target`` are the prepared platforms (``prepare_demo_platforms``),
     ``rerun`` as ``bench.runner.run_grid`` takes it.
 
-    Raises ``DemoIncompleteError`` naming the cells that failed or that another process holds; a cell
-    blocked by a collapsed source pre-training is an outcome (its HasPT and zero-shot cells are missing)."""
-    from transrec.bench.runner import run_grid
+    Raises ``bench.runner.GridChangedError`` (before anything runs) when cells in the output folder ran
+    with other options, unless ``rerun`` is ``changed`` or ``all``, and ``DemoIncompleteError`` naming
+    the cells that failed or that another process holds; a cell blocked by a collapsed source
+    pre-training is an outcome (its HasPT and zero-shot cells are missing)."""
+    from transrec.bench.runner import GridChangedError, cell_states, run_grid
     from transrec.demo.grid import demo_grid
 
     grid = demo_grid(config, target.n_users)
+    changed = [key for key, state in cell_states(grid).items() if state == "changed"]
+    if changed and rerun not in ("changed", "all"):
+        shown = ", ".join(changed[:4]) + (f" and {len(changed) - 4} more" if len(changed) > 4 else "")
+        raise GridChangedError(
+            f"the demo in {grid.output_dir} ran {shown} with other options than these: give the options it "
+            "ran with, another --output, or --rerun changed to run them again from scratch (their old "
+            "results are removed)"
+        )
     summary = run_grid(grid, rerun=rerun, progress=progress)
     wrong = [c for c in summary.cells if c.outcome in ("failed", "locked")]
     if wrong:
