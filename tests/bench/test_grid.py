@@ -332,3 +332,20 @@ def test_format_cells_lists_every_cell_with_its_state_and_counts_states():
     assert len(lines) == 2 + len(cells) + 2
     assert lines[-1] == "12 cells: 2 done, 8 pending, 1 blocked, 1 weird"
     assert format_cells(cells[:1], {}).splitlines()[-1] == "1 cell: 1 unknown"
+
+
+def test_an_evaluate_cell_hash_ignores_training_keys_it_does_not_read():
+    from dataclasses import replace as dataclass_replace
+
+    from transrec.bench.grid import load_grid
+
+    grid = load_grid("configs/bench/demo.yaml")
+    cells = {cell.key: cell for cell in grid.cells()}
+    zero = next(cell for key, cell in cells.items() if key.startswith("zeroshot/"))
+    longer = dataclass_replace(zero, config={**zero.config, "epochs": 7, "patience": 9})
+    grid._hashes.clear()
+    before = grid.config_hash(zero)
+    grid._hashes.clear()
+    assert grid.config_hash(longer) == before  # epochs/patience: no evaluate cell reads them
+    grid._hashes.clear()
+    assert grid.config_hash(dataclass_replace(zero, config={**zero.config, "ks": [5]})) != before

@@ -159,7 +159,7 @@ class Grid:
                 "kind": cell.kind,
                 "dataset": cell.dataset,
                 "dataset_spec": to_dict(self.datasets[cell.dataset]),
-                "config": normalised_config(cell.config),
+                "config": _computed(cell.kind, normalised_config(cell.config)),
                 "depends_on": cell.depends_on,
                 "depends_on_hash": self.config_hash(dependency) if dependency else None,
             }
@@ -241,6 +241,18 @@ def normalised_config(config: Mapping[str, Any]) -> dict[str, Any]:
     for key in (*RUNNER_KEYS, *RESULT_FREE):
         built.pop(key, None)
     return _differences(built, defaults)
+
+
+#: The TrainConfig keys an evaluate or popularity cell reads (``bench.execute``): a training key such as
+#: ``epochs`` set for the whole grid changes no such cell.
+EVALUATION_KEYS = ("ks", "eval_subsets", "seed")
+
+
+def _computed(kind: str, config: dict[str, Any]) -> dict[str, Any]:
+    """What of a normalised config a cell of ``kind`` computes with: all of it for ``train``."""
+    if kind == "train":
+        return config
+    return {key: config[key] for key in EVALUATION_KEYS if key in config}
 
 
 @functools.cache

@@ -82,7 +82,7 @@ def _spread(per_seed: list[dict[str, float | None]]) -> dict[str, dict[str, floa
     for key in per_seed[0] if per_seed else ():
         values = [c[key] for c in per_seed if c[key] is not None]
         mean[key] = float(np.mean(values)) if values else None
-        std[key] = float(np.std(values)) if values else None
+        std[key] = float(np.std(values, ddof=1)) if len(values) > 1 else (0.0 if values else None)
     return {"mean": mean, "std": std}
 
 
@@ -120,7 +120,8 @@ def _scarcity(runs: list[MethodRun], config: DemoConfig) -> dict[str, Any]:
 def _stats(values: list[float]) -> dict[str, float | None]:
     if not values:
         return dict.fromkeys(("mean", "std", "min", "max"))
-    return {"mean": float(np.mean(values)), "std": float(np.std(values)), "min": float(np.min(values)),
+    std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0  # sample std, as the bench tables
+    return {"mean": float(np.mean(values)), "std": std, "min": float(np.min(values)),
             "max": float(np.max(values))}  # fmt: skip
 
 
