@@ -102,7 +102,7 @@ def expected_p(ranks: dict[str, np.ndarray], item: str, per_user, mask=None) -> 
 
     result = paired_bootstrap(side("HasPT"), side("NoPT"), n_resamples=RESAMPLES, seed=0)
     floor = 1 / (RESAMPLES + 1)
-    p = f"≤{floor:.1g}" if result.p_value <= floor * (1 + 1e-9) else f"{result.p_value:.3f}"
+    p = f"p≤{floor:.1g}" if result.p_value <= floor * (1 + 1e-9) else f"p={result.p_value:.3f}"
     return p, result
 
 
@@ -127,11 +127,11 @@ def test_write_report_collects_tabulates_tests_and_plots(tmp_path):
     for item in ("IDRec", "Text"):
         p, result = expected_p(ranks, item, ndcg_per_user)
         star = "*" if result.p_value < 0.05 else ""
-        assert f"{round(result.relative, 6) + 0.0:+.1%}{star} (p={p}) |" in tables.split("### New-item")[0]
+        assert f"{round(result.relative, 6) + 0.0:+.1%}{star} ({p}) |" in tables.split("### New-item")[0]
         # The footnote gives the paired difference per user, its interval and the pairs it rests on.
         low, high = result.ci_low + 0.0, result.ci_high + 0.0
         line = (f"- item={item}: HasPT - NoPT = {result.difference + 0.0:+.4f} (95% CI [{low:+.4f}, "
-                f"{high:+.4f}]) per user, 2 seed(s) x {USERS} users, p={p}.\n")  # fmt: skip
+                f"{high:+.4f}]) per user, 2 seed(s) x {USERS} users, {p}.\n")  # fmt: skip
         assert line in tables
     assert expected_p(ranks, "Text", ndcg_per_user)[1].p_value < 0.05  # the data make Text significant
     assert expected_p(ranks, "IDRec", ndcg_per_user)[1].p_value > 0.05  # and IDRec not
@@ -139,7 +139,7 @@ def test_write_report_collects_tabulates_tests_and_plots(tmp_path):
     subset = tables.split("### New-item")[1]
     for item in ("IDRec", "Text"):
         p, _ = expected_p(ranks, item, hit_per_user, NEW)
-        assert f"(p={p})" in subset.split(f"| {item} |")[1].split("\n")[0]
+        assert f"({p})" in subset.split(f"| {item} |")[1].split("\n")[0]
     assert expected_p(ranks, "IDRec", hit_per_user)[0] != expected_p(ranks, "IDRec", hit_per_user, NEW)[0]
 
     for name in ("01-convergence-finetune.png", "scaling.png"):

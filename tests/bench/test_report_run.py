@@ -62,10 +62,10 @@ def test_the_report_of_a_run_grid_prints_the_cells_own_numbers(reported):
     per_user = {t: np.stack([ndcg_per_user(ranks(t, s)) for s in (0, 1)]) for t in ("NoPT", "HasPT")}
     result = paired_bootstrap(per_user["HasPT"], per_user["NoPT"], n_resamples=300, seed=0)
     floor = 1 / 301
-    p = f"≤{floor:.1g}" if result.p_value <= floor * (1 + 1e-9) else f"{result.p_value:.3f}"
+    p = f"p≤{floor:.1g}" if result.p_value <= floor * (1 + 1e-9) else f"p={result.p_value:.3f}"
     star = "*" if result.p_value < 0.05 else ""
     change = round((means["HasPT"] - means["NoPT"]) / means["NoPT"], 6) + 0.0
-    assert f"| HasPT vs NoPT | {change:+.1%}{star} (p={p}) |" in tables
+    assert f"| HasPT vs NoPT | {change:+.1%}{star} ({p}) |" in tables
     zero = [metric(out, f"zeroshot/seed={s}", "HR@10") for s in (0, 1)]
     assert f"| zeroshot | {statistics.fmean(zero):.4f} ± {statistics.stdev(zero):.4f} |" in tables
     assert f"| popularity | {metric(out, 'popularity/default', 'NDCG@10'):.4f} |" in tables

@@ -133,7 +133,7 @@ def test_significance_prints_p_and_a_star_below_the_level():
     # The bootstrap's floor, and a place without a test, say so.
     tests = {(("item", "IDRec"),): result(0.001), (("item", "Text"),): "a cell has no test_ranks.npz"}
     text = render_table(rows(), table(significance=True), tests=tests)
-    assert "+8.3%* (p=≤0.001)" in text and "+25.0% (p n/a)" in text
+    assert "+8.3%* (p≤0.001)" in text and "+25.0% (p n/a)" in text
     assert "- p n/a (item=Text): a cell has no test_ranks.npz." in text
 
 

@@ -215,7 +215,7 @@ class _Table:
             return text + " (p n/a)"
         star = "*" if result.p_value < self.level else ""
         self.tested.append((context, result))
-        return f"{text}{star} (p={_p_value(result)})"
+        return f"{text}{star} ({_p_value(result)})"
 
     def _labels(self, row_key: tuple[str, ...], column_key: tuple[str, ...]) -> dict[str, str]:
         return {**dict(zip(self.spec.rows, row_key)), **dict(zip(self.spec.columns, column_key))}
@@ -256,7 +256,7 @@ class _Table:
                     (f"{where}: " if where else "")
                     + f"{improvement.of} - {improvement.over} = {self._signed(result.difference)} "
                     f"(95% CI [{self._signed(result.ci_low)}, {self._signed(result.ci_high)}]) per user, "
-                    f"{result.n_seeds} seed(s) x {result.n_users} users, p={_p_value(result)}."
+                    f"{result.n_seeds} seed(s) x {result.n_users} users, {_p_value(result)}."
                 )
             for reason, contexts in self.untested.items():
                 places = "; ".join(", ".join(f"{a}={v}" for a, v in c) or "the table" for c in contexts)
@@ -325,5 +325,5 @@ def _label(value: Any) -> str | None:
 def _p_value(result: BootstrapResult) -> str:
     floor = 1.0 / (result.n_resamples + 1)
     if result.p_value <= floor * (1 + 1e-9):  # no replicate as extreme: the bootstrap's floor
-        return f"≤{floor:.1g}"
-    return f"{result.p_value:.3f}" if result.p_value >= 0.001 else f"{result.p_value:.1e}"
+        return f"p≤{floor:.1g}"
+    return f"p={result.p_value:.3f}" if result.p_value >= 0.001 else f"p={result.p_value:.1e}"
