@@ -23,6 +23,7 @@ from transrec.bench.collect import CellRecord
 from transrec.bench.report_spec import PlotSpec
 from transrec.bench.tables import matches
 from transrec.config import ConfigError
+from transrec.utils.packages import pyplot_or_none
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ def draw_plot(records: Sequence[CellRecord], plot: PlotSpec, path: Path,
         logger.warning(f"no plot {path.name}: no finished cell of stage {plot.stage!r} has {plot.metric} "
                        "for it")  # fmt: skip
         return False
-    plt = _pyplot()
+    plt = pyplot_or_none("the plots of a bench report")
     if plt is None:
         return False
     figure, axis = plt.subplots(figsize=(6.4, 4.2), dpi=120)
@@ -174,17 +175,3 @@ def _scaling_line(name: str, points: list[tuple[float, list[float]]]) -> Line:
         n=np.array([len(v) for v in values]),
         runs=values,
     )
-
-
-def _pyplot():
-    from transrec.utils.packages import MissingPackageError, import_optional
-
-    try:
-        matplotlib = import_optional("matplotlib", "the plots of a bench report")
-    except MissingPackageError as err:
-        logger.warning(f"no plot: {err}")
-        return None
-    matplotlib.use("Agg")  # files only: no display is needed or wanted
-    import matplotlib.pyplot as plt
-
-    return plt

@@ -10,29 +10,17 @@ from typing import Any
 
 import numpy as np
 
+from transrec.utils.packages import pyplot_or_none
+
 logger = logging.getLogger(__name__)
 
 CURVE_METHODS = ("IDRec", "TS", "NoPT", "HasPT")
 
 
-def _pyplot():
-    from transrec.utils.packages import MissingPackageError, import_optional
-
-    try:
-        matplotlib = import_optional("matplotlib", "the demo's plots")
-    except MissingPackageError as err:
-        logger.warning(f"no plot: {err}")
-        return None
-    matplotlib.use("Agg")  # files only: no display is needed or wanted
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_convergence(summary: dict[str, Any], path: Path) -> bool:
     """Validation NDCG@10 per epoch on the target (left: each seed thin, the mean over the seeds still
     running bold, a dot at each seed's best epoch) and of the source pre-training (right)."""
-    plt = _pyplot()
+    plt = pyplot_or_none("the demo's plots")
     if plt is None:
         return False
     figure, (target, source) = plt.subplots(1, 2, figsize=(10, 4), dpi=120,
@@ -82,7 +70,7 @@ def plot_scarcity(summary: dict[str, Any], path: Path) -> bool:
     grid = summary.get("scarcity") or {}
     if not any(sum(p["mean"] is not None for p in points.values()) >= 2 for points in grid.values()):
         return False
-    plt = _pyplot()
+    plt = pyplot_or_none("the demo's plots")
     if plt is None:
         return False
     figure, axis = plt.subplots(figsize=(6, 4), dpi=120)

@@ -83,3 +83,19 @@ def import_optional(module: str, purpose: str, also: tuple[str, ...] = ()) -> Mo
         raise MissingPackageError(
             f"{purpose} needs the package {module!r} ({where}), which is not installed; run `{command}`"
         ) from err
+
+
+def pyplot_or_none(purpose: str) -> ModuleType | None:
+    """``matplotlib.pyplot`` on the file-only Agg backend, or None (a warning naming the install command)
+    when matplotlib is missing: plots are an extra, never a reason for a run or a report to fail."""
+    import logging
+
+    try:
+        matplotlib = import_optional("matplotlib", purpose)
+    except MissingPackageError as err:
+        logging.getLogger(__name__).warning(f"no plot: {err}")
+        return None
+    matplotlib.use("Agg")  # files only: no display is needed or wanted
+    import matplotlib.pyplot as plt
+
+    return plt
