@@ -73,20 +73,7 @@ class CellRecord:
     def curve(self, name: str) -> list[float]:
         """The per-epoch values of ``name`` (``valid_NDCG@10``) from ``metrics.jsonl``, epoch 1 first; an
         epoch written twice (a resumed run) counts once, with its last value; empty when there is none."""
-        path = self.directory / "metrics.jsonl"
-        if not path.is_file():
-            return []
-        by_epoch: dict[int, float] = {}
-        for number, line in enumerate(path.read_text().splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise UserError(f"{path}:{number} is not a JSON line: {err}") from err
-            if name in record and record.get("epoch") is not None:
-                by_epoch[int(record["epoch"])] = float(record[name])
-        return [by_epoch[e] for e in sorted(by_epoch)]
+        return metric_curve(self.directory, name)
 
     def ranks(self) -> dict[str, np.ndarray] | None:
         """The arrays of ``test_ranks.npz`` (``users``, ``ranks``, ``targets``, ``subset_<name>``...), or
@@ -230,3 +217,23 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     if not isinstance(data, dict):
         raise UserError(f"{path} does not hold a JSON object")
     return data
+
+
+def metric_curve(directory: Path, name: str) -> list[float]:
+    """The per-epoch values of ``name`` (``valid_NDCG@10``) in a run directory's ``metrics.jsonl``, epoch 1
+    first; an epoch written twice (a resumed run) counts once, with its last value; empty when there is
+    none."""
+    path = directory / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    by_epoch: dict[int, float] = {}
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise UserError(f"{path}:{number} is not a JSON line: {err}") from err
+        if name in record and record.get("epoch") is not None:
+            by_epoch[int(record["epoch"])] = float(record[name])
+    return [by_epoch[e] for e in sorted(by_epoch)]

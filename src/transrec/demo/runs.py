@@ -14,11 +14,11 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from transrec.bench.cells import Cell
+from transrec.bench.collect import metric_curve
 from transrec.bench.state import read_cell_json
 from transrec.data.prepared import PreparedDataset
 from transrec.demo.pipeline import DemoConfig
@@ -186,7 +186,7 @@ def _cell_run(directory: Path, cell: Cell, config: DemoConfig, n_users: int) -> 
     if cell.kind != "train":
         return MethodRun(method, seed, fraction, ranks=ranks, seconds=float(record.get("seconds") or 0.0))
     result = json.loads((directory / "result.json").read_text())
-    curve = [row["valid_NDCG@10"] for row in _metrics(directory) if "valid_NDCG@10" in row]
+    curve = metric_curve(directory, "valid_NDCG@10")
     # Early stopping ended the run when its last `patience` epochs brought no better validation NDCG@10.
     patience = cell.config["patience"]
     stop = "patience" if result["epochs_run"] - result["best_epoch"] >= patience else "cap"
@@ -205,8 +205,3 @@ def stored_ranks(directory: Path, n_users: int) -> np.ndarray:
     ordered = np.empty(n_users, dtype=ranks.dtype)
     ordered[users] = ranks
     return ordered
-
-
-def _metrics(out: Path) -> list[dict[str, Any]]:
-    path = out / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
