@@ -182,7 +182,11 @@ class Recommender:
             del self._raw_to_internal[self._internal_to_raw.pop(internal)]
         for raw, internal in added:
             self._raw_to_internal[raw], self._internal_to_raw[internal] = internal, raw
-        self._added_rows = {i: row for row, i in enumerate(overlay.internal)}
+        if any(i > self._n_exported for i in dropped):  # added items dropped: the rows below them move
+            self._added_rows = {i: row for row, i in enumerate(overlay.internal)}
+        else:  # the new items are the overlay's last rows
+            for row in range(len(self._added_rows), len(overlay.internal)):
+                self._added_rows[overlay.internal[row]] = row
         self._overlay = overlay
 
     # -- properties ----------------------------------------------------------------------------------------
