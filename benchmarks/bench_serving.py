@@ -41,6 +41,7 @@ import os
 import platform
 import random
 import resource
+import shlex
 import shutil
 import signal
 import socket
@@ -366,6 +367,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             serve_options += ["--batch-wait-ms", str(args.batch_wait_ms)]
         if args.encode_in_process:
             serve_options += ["--encode-in-process"]
+        serve_options += shlex.split(args.serve_args)
         server = None
         if not args.url:
             server = Server(args.export, args.index, args.torch_threads, Path(workdir), tuple(serve_options))
@@ -440,6 +442,16 @@ def main() -> None:
         action="store_true",
         help="the service's --encode-in-process (default: adds encoded in a process of their own)",
     )
+    parser.add_argument(
+        "--serve-args", default="", help="more options for transrec serve, e.g. '--http h11 --loop asyncio'"
+    )
+    parser.add_argument(
+        "--client-loop",
+        choices=("auto", "asyncio", "uvloop"),
+        default="auto",
+        help="the load generator's event loop (default auto: uvloop when installed, which leaves more CPU "
+        "to the service on a small machine)",
+    )
     parser.add_argument("--url", default=None, help="load an already running service instead")
     parser.add_argument("--max-batch", type=int, default=256, help="the service's --max-batch")
     parser.add_argument("--request-timeout", type=float, default=30.0)
@@ -451,7 +463,18 @@ def main() -> None:
     args = parser.parse_args()
     if not (args.export / "items.jsonl").is_file():
         raise SystemExit(f"{args.export} is not a transrec export (no items.jsonl); see transrec export")
-    results = asyncio.run(main_async(args))
+    loop_factory = None
+    if args.client_loop != "asyncio":
+        try:
+            import uvloop
+
+            loop_factory = uvloop.new_event_loop
+        except ImportError:
+            if args.client_loop == "uvloop":
+                raise SystemExit("--client-loop uvloop: uvloop is not installed") from None
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        results = runner.run(main_async(args))
+    results["config"]["client_loop"] = "uvloop" if loop_factory else "asyncio"
     print_table(results)
     args.json.write_text(json.dumps(results, indent=2, default=float) + "\n")
     print(f"wrote {args.json}")

@@ -286,6 +286,34 @@ def test_serve_encodes_adds_in_a_process_of_their_own_unless_told_not_to(
     assert capsys.readouterr().err.count("the test stops here") == 2
 
 
+def test_serve_passes_its_runtime_options_to_uvicorn_and_python(exports, monkeypatch, capsys):
+    import transrec.serving.server
+    from transrec.serving import Recommender
+
+    monkeypatch.setattr(Recommender, "start_encoder_process", lambda self, **options: None)
+    seen = []
+
+    def refuse(*args, **kwargs):
+        seen.append((kwargs["loop"], kwargs["http"], sys.getswitchinterval()))
+        raise transrec.serving.server.ListenError("the test stops here")
+
+    monkeypatch.setattr(transrec.serving.server, "uvicorn_server", refuse)
+    previous = sys.getswitchinterval()
+    directory = str(exports["text"].directory)
+    try:
+        assert main(["serve", directory, "--port", "0"]) == 2
+        options = ["--http", "h11", "--loop", "asyncio", "--switch-interval-ms", "0.5"]
+        assert main(["serve", directory, "--port", "0", *options]) == 2
+    finally:
+        sys.setswitchinterval(previous)
+    assert seen == [("auto", "auto", previous), ("asyncio", "h11", pytest.approx(0.0005))]
+    capsys.readouterr()
+    for bad in (["--switch-interval-ms", "0"], ["--http", "gevent"]):
+        with pytest.raises(SystemExit):
+            main(["serve", directory, *bad])
+        assert bad[1] in capsys.readouterr().err
+
+
 def test_serve_starts_logs_its_url_answers_and_stops_cleanly_on_ctrl_c(exports, tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     directory = load(exports["text"].directory, copy_to=tmp_path / "export").export_dir

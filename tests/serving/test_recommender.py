@@ -454,3 +454,62 @@ def test_faiss_indexes_answer_like_the_exact_one_through_adds_and_removes(export
             elif step == 1:
                 rec.remove_items([data.item_ids[7], "n1"])
     assert other.metadata()["index"] == index
+
+
+def _blocked_forward(monkeypatch):
+    """Make the next user-encoder pass of ``recommend`` wait until released: ``(started, release)``."""
+    import transrec.serving.recommender as recommender_module
+
+    started, release = threading.Event(), threading.Event()
+    forward = recommender_module.user_vectors
+
+    def waiting(*args, **kwargs):
+        started.set()
+        assert release.wait(30), "never released"
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(recommender_module, "user_vectors", waiting)
+    return started, release
+
+
+def test_a_change_is_not_held_up_by_a_forward_pass_in_progress(exports, writable, monkeypatch):
+    """Readers hold the catalogue's lock while they read it and while they search, not while the model
+    runs: an add commits while a recommendation's forward pass is still going."""
+    data = exports["text"].dataset
+    rec = Recommender.load(writable("text"))
+    started, release = _blocked_forward(monkeypatch)
+    answer = {}
+    reader = threading.Thread(target=lambda: answer.update(r=rec.recommend([data.item_ids[1]], k=5)))
+    reader.start()
+    try:
+        assert started.wait(30)
+        writer = threading.Thread(target=rec.add_items, args=([{"id": "during", "text": "w1 w2"}],))
+        writer.start()
+        writer.join(10)
+        assert not writer.is_alive(), "the add waited for the forward pass"
+        assert rec.item("during")["added"]
+    finally:
+        release.set()
+        reader.join(30)
+    assert len(answer["r"].items) == 5
+
+
+def test_a_history_item_replaced_during_the_forward_pass_is_still_excluded(exports, writable, monkeypatch):
+    """Seen items are excluded by id when the index is searched: an item of the history replaced (under
+    the same id, so under a new internal id) while the model ran is not recommended back to the user."""
+    data = exports["text"].dataset
+    rec = Recommender.load(writable("text"))
+    history = [data.item_ids[1], data.item_ids[2], data.item_ids[3]]
+    top = rec.recommend(history, k=1).items[0]
+    twin = {"id": history[-1], "text": rec.item(top)["text"]}  # scores like the top item, under a seen id
+    started, release = _blocked_forward(monkeypatch)
+    answer = {}
+    reader = threading.Thread(target=lambda: answer.update(r=rec.recommend(history, k=5)))
+    reader.start()
+    try:
+        assert started.wait(30)
+        rec.add_items([twin], replace=True)
+    finally:
+        release.set()
+        reader.join(30)
+    assert top in answer["r"].items[:2] and not set(history) & set(answer["r"].items)

@@ -20,6 +20,7 @@ import contextlib
 import gc
 import logging
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -97,6 +98,27 @@ def add_parser(commands) -> None:
         "of their own, started with the service, so that an add's forward pass does not hold the serving "
         "process's GIL; this uses one more process and a second copy of the model's weights)",
     )
+    runtime = serve.add_argument_group("the server's runtime")
+    runtime.add_argument(
+        "--loop",
+        choices=("auto", "asyncio", "uvloop"),
+        default="auto",
+        help="uvicorn's event loop (default auto: uvloop when installed, as with the [serving] extra)",
+    )
+    runtime.add_argument(
+        "--http",
+        choices=("auto", "h11", "httptools"),
+        default="auto",
+        help="uvicorn's HTTP parser (default auto: httptools when installed, as with the [serving] extra)",
+    )
+    runtime.add_argument(
+        "--switch-interval-ms",
+        type=_positive_float,
+        default=None,
+        help="Python's thread switch interval in ms (sys.setswitchinterval; default: Python's, 5 ms): how "
+        "long a thread that needs the GIL back (after a socket read, a file write, a torch operator) may "
+        "wait for the thread holding it",
+    )
     serve.add_argument("--access-log", action="store_true", help="log one line per request")
     serve.add_argument("--quiet", action="store_true", help="only warnings and errors")
     serve.set_defaults(run=run_serve)
@@ -122,6 +144,8 @@ def run_serve(args: argparse.Namespace) -> int:
     limits = HttpLimits(max_k=args.max_k, max_batch=args.max_batch, max_body_bytes=args.max_body_bytes)
     batching = BatchingConfig(max_batch_size=args.max_batch_size, max_wait_ms=args.batch_wait_ms)
     set_torch_threads(args.torch_threads)
+    if args.switch_interval_ms is not None:
+        sys.setswitchinterval(args.switch_interval_ms / 1000)
     recommender = Recommender.load(args.export_dir, index=args.index, limits=content)
     sock = listen(args.host, args.port)  # before the encoder process: a port in use is refused at once
     encoder_process = not args.encode_in_process
@@ -137,7 +161,11 @@ def run_serve(args: argparse.Namespace) -> int:
         # process anyway.
         gc.freeze()
         server = uvicorn_server(
-            app, log_level="warning" if args.quiet else "info", access_log=args.access_log
+            app,
+            log_level="warning" if args.quiet else "info",
+            access_log=args.access_log,
+            loop=args.loop,
+            http=args.http,
         )
         url = url_of(sock)
         adds = "in a process of their own" if encoder_process else "in this process"
@@ -170,6 +198,16 @@ def _positive_int(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text!r}")
     return value
 
 

@@ -14,10 +14,11 @@ training time is scored the moment it is added (``add_items``), and a history ma
 their content (TransRec: a history may mix them).
 
 Threads: ``recommend``, ``recommend_many``, ``similar_items``, ``item`` and ``metadata`` may run in any
-number of threads alongside ``add_items`` / ``remove_items``. Readers share a readers-writer lock; a
-writer encodes its items and writes the ``added/`` overlay without it (writers serialise on their own
-lock), then takes it exclusively only to apply the change to the index and the id maps, so no reader
-sees a half-applied change. Whatever fails before that (a bad record, a duplicate, a full disk) leaves
+number of threads alongside ``add_items`` / ``remove_items``. Readers share a readers-writer lock, held
+while they read the catalogue and while they search the index, not during the model's forward pass in
+between; a writer encodes its items and writes the ``added/`` overlay without it (writers serialise on
+their own lock), then takes it exclusively only to apply the change to the index and the id maps, so no
+reader sees a half-applied change. Whatever fails before that (a bad record, a duplicate, a full disk) leaves
 the index and the files as they were. Adds that finish encoding while another change is being written
 are committed together, by one write and one exclusive section (``_commit_adds``), each with its own
 outcome; with ``start_encoder_process`` their encoding runs in another process, off this one's GIL.
@@ -230,6 +231,11 @@ class Recommender:
         prepared = [self._preprocessor.prepare_one(e, f"history {u} entry {t}") for u, t, e in records]
         record_vectors = self._encode(prepared)
         record_row = {(u, t): j for j, (u, t, _) in enumerate(records)}
+        answers: list[Recommendation | None] = [None] * len(histories)
+        # Two short read sections: the catalogue is read (ids resolved, the vectors of the histories'
+        # items copied), then the model runs with no lock held, then the index is searched and its ids
+        # named. A change committed in between is simply seen by the search: a writer waits for a search,
+        # not for a forward pass. Seen items are excluded by their raw id, resolved at the search.
         with self._lock.reading():
             unknown = list(
                 dict.fromkeys(
@@ -238,15 +244,22 @@ class Recommender:
             )
             if unknown:
                 raise UnknownItemError(unknown)
-            answers: list[Recommendation | None] = [None] * len(histories)
             queries = []
             for u, history in enumerate(histories):
                 if not history:
                     answers[u] = self._popular(k)
                 else:
                     queries.append(u)
-            if queries:
-                self._rank(histories, queries, record_vectors, record_row, k, exclude_seen, answers)
+            if not queries:
+                return answers  # type: ignore[return-value]
+            table, arrays, used = self._inputs(histories, queries, record_vectors, record_row)
+        with torch.no_grad():
+            vectors = user_vectors(
+                self._model, table, arrays, np.zeros(len(arrays), dtype=np.int64), self._device
+            )
+        vectors = self._model.ranking_users(vectors).float().cpu()
+        with self._lock.reading():
+            self._search(histories, queries, vectors, used, k, exclude_seen, answers)
         return answers  # type: ignore[return-value]
 
     def _check_history(self, history: Any, u: int) -> list[Any]:
@@ -262,11 +275,13 @@ class Recommender:
                 )
         return list(history)
 
-    def _rank(self, histories, queries, record_vectors, record_row, k, exclude_seen, answers) -> None:
-        """Fill ``answers[u]`` for each user ``u`` of ``queries`` (under the read lock)."""
+    def _inputs(self, histories, queries, record_vectors, record_row):
+        """The user encoder's inputs for the users ``queries`` (under the read lock): a small item table
+        (padding, the histories' catalogue items, then the records), each history's rows of it (its most
+        recent ``max_len`` entries), and how many entries each uses."""
         room = self.max_len
         catalogue_rows: dict[int, int] = {}  # internal id -> row of the small table (row 0: padding)
-        local, excludes, used = [], [], []
+        local, used = [], []
         for u in queries:
             history = histories[u]
             first = max(len(history) - room, 0)  # the most recent `room` entries
@@ -281,23 +296,26 @@ class Recommender:
                     rows.append(-1 - record_row[(u, t)])  # a record: placed after the catalogue rows below
             local.append(rows)
             used.append(len(history) - first)
-            seen = set()
-            if exclude_seen:
-                for entry in history:
-                    raw = entry if isinstance(entry, str) else entry.get("id")
-                    if raw in self._raw_to_internal:
-                        seen.add(self._raw_to_internal[raw])
-            excludes.append(sorted(seen))
         table = self._table(list(catalogue_rows), record_vectors)
         offset = len(catalogue_rows) + 1
         arrays = [
             np.array([r if r > 0 else offset + (-1 - r) for r in rows], dtype=np.int64) for rows in local
         ]
-        with torch.no_grad():
-            vectors = user_vectors(
-                self._model, table, arrays, np.zeros(len(arrays), dtype=np.int64), self._device
-            )
-        vectors = self._model.ranking_users(vectors).float().cpu()
+        return table, arrays, used
+
+    def _search(self, histories, queries, vectors, used, k, exclude_seen, answers) -> None:
+        """Fill ``answers[u]`` for each user ``u`` of ``queries`` from their ``vectors`` (under the read
+        lock); with ``exclude_seen``, the catalogue items a history names (by id, or by a record's ``id``)
+        are excluded."""
+        excludes = []
+        for u in queries:
+            seen = set()
+            if exclude_seen:
+                for entry in histories[u]:
+                    raw = entry if isinstance(entry, str) else entry.get("id")
+                    if raw in self._raw_to_internal:
+                        seen.add(self._raw_to_internal[raw])
+            excludes.append(sorted(seen))
         kk = min(k, len(self._index))
         scores, ids = self._index.search(vectors, kk, exclude=excludes)
         for q, u in enumerate(queries):
