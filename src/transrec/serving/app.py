@@ -365,7 +365,8 @@ def create_app(
             record = await _form_record(request, content, limits)
         await run_in_threadpool(recommender.add_items, [record], replace=replace)
         logger.debug("%s item %r", "replaced or added" if replace else "added", record["id"])
-        return recommender.item(record["id"])
+        # A response, not a dict: the item's fields need no second validation against the model.
+        return JSONResponse(recommender.item(record["id"]), status_code=201)
 
     @app.get("/items/{item_id:path}", response_model=models.Item, responses=errors, summary="An item")
     def get_item(item_id: str):
