@@ -1,11 +1,13 @@
 """Query latency of the retrieval indexes (transrec.serving) and recall@10 of the approximate ones.
 
 For each data set and size N: build each kind (exact, faiss-flat, and the approximate faiss-hnsw and
-faiss-ivf with their default parameters, printed), then time searches of k = 10 for a batch of 1 query
-(the median and the fastest of --single-queries queries) and a batch of 64 (median over --batches
-batches), and the recall@10 of each kind against exact over 256 queries: |top-10 & exact top-10| / 10,
-averaged. On a machine that other processes load, the median is what a caller waits and the fastest is
-close to what the search itself costs; --threads sets torch's and FAISS's threads (default: theirs).
+faiss-ivf with their default parameters, printed, and in the last column the parameters in force for
+that size: faiss-hnsw's m, ef_construction, ef_search, storage and refine, faiss-ivf's nlist), then
+time searches of k = 10 for a batch of 1 query (the median and the fastest of --single-queries queries)
+and a batch of 64 (median over --batches batches), and the recall@10 of each kind against exact over
+256 queries: |top-10 & exact top-10| / 10, averaged. On a machine that other processes load, the median
+is what a caller waits and the fastest is close to what the search itself costs; --threads sets torch's
+and FAISS's threads (default: theirs).
 
 Two data sets (d = 64 by default):
 
@@ -90,7 +92,11 @@ def built(kind: str, vectors: torch.Tensor, ids: torch.Tensor, cache: Path | Non
 def in_force(index) -> str:
     """The parameters a default index chose for its size."""
     if index.kind == "faiss-hnsw":
-        return f"ef_search {index.ef_search}"
+        p = index.parameters
+        return (
+            f"m {p['m']}, ef_construction {p['ef_construction']}, ef_search {index.ef_search}, "
+            f"storage {p['storage']}, refine {p['refine']}"
+        )
     if index.kind == "faiss-ivf":
         return f"nlist {index.nlist}"
     return ""

@@ -4,6 +4,7 @@ alike, and one index may be searched, changed and cloned from many threads at on
 from __future__ import annotations
 
 import importlib
+import json
 import sys
 import threading
 
@@ -29,10 +30,19 @@ needs_faiss = pytest.mark.skipif(not _faiss_installed(), reason="faiss-cpu not i
 ALL_KINDS = [
     "exact",
     pytest.param("faiss-flat", marks=needs_faiss),
-    pytest.param("faiss-hnsw", marks=needs_faiss),
+    pytest.param("faiss-hnsw", marks=needs_faiss),  # its defaults: 8-bit codes, candidates re-ranked
+    pytest.param("faiss-hnsw/flat", marks=needs_faiss),
     pytest.param("faiss-ivf", marks=needs_faiss),
 ]
 FLAT_KINDS = ["exact", pytest.param("faiss-flat", marks=needs_faiss)]
+# Variants of a kind in ALL_KINDS: name -> (kind, parameters).
+VARIANTS = {"faiss-hnsw/flat": ("faiss-hnsw", {"storage": "flat"})}
+
+
+def build(variant: str, vectors, ids, **parameters):
+    """``build_index`` of a kind or of a variant in ``VARIANTS``."""
+    kind, preset = VARIANTS.get(variant, (variant, {}))
+    return build_index(kind, vectors, ids, **{**preset, **parameters})
 
 
 def random_set(n: int, d: int = 16, seed: int = 0, q: int = 7):
@@ -116,7 +126,7 @@ def test_when_every_item_ties_the_smallest_ids_win(kind, n):
     # would pick among the ties.
     vectors = torch.ones(n, 4).index_fill_(1, torch.tensor([0]), 0.5)
     ids = torch.randperm(n, generator=torch.Generator().manual_seed(n)) + 1000
-    index = build_index(kind, vectors, ids)
+    index = build(kind, vectors, ids)
     scores, found = index.search(torch.ones(3, 4), 5)
     assert found.tolist() == [list(range(1000, 1005))] * 3
     assert torch.equal(scores, torch.full((3, 5), 3.5))
@@ -138,7 +148,7 @@ def test_exact_and_faiss_flat_agree_on_random_vectors():
 @pytest.mark.parametrize("kind", ALL_KINDS)
 def test_exclusion_drops_the_history(kind):
     vectors, ids, queries = random_set(200, q=4)
-    index = build_index(kind, vectors, ids)
+    index = build(kind, vectors, ids)
     _, top = index.search(queries, 10)
     exclude = [top[0, :5].tolist(), [], [int(ids[0]), 10**9], top[3].tolist()]  # 10**9: not indexed
     scores, found = index.search(queries, 10, exclude=exclude)
@@ -152,7 +162,7 @@ def test_exclusion_drops_the_history(kind):
 @pytest.mark.parametrize("kind", FLAT_KINDS)
 def test_excluding_all_but_some_pads_with_minus_one(kind):
     vectors, ids, queries = random_set(6, q=1)
-    scores, found = build_index(kind, vectors, ids).search(queries, 4, exclude=[ids[:4].tolist()])
+    scores, found = build(kind, vectors, ids).search(queries, 4, exclude=[ids[:4].tolist()])
     assert set(found[0, :2].tolist()) == set(ids[4:].tolist())
     assert found[0, 2:].tolist() == [-1, -1] and torch.isinf(scores[0, 2:]).all()
 
@@ -160,7 +170,7 @@ def test_excluding_all_but_some_pads_with_minus_one(kind):
 @pytest.mark.parametrize("kind", ALL_KINDS)
 def test_add_and_remove_change_the_results(kind):
     vectors, ids, queries = random_set(100, q=3)
-    index = build_index(kind, vectors, ids)
+    index = build(kind, vectors, ids)
     # A new item aligned with every query beats everything.
     big = 100 * queries.mean(0, keepdim=True)
     index.add(big, [999_999])
@@ -177,7 +187,7 @@ def test_add_and_remove_change_the_results(kind):
 @pytest.mark.parametrize("kind", ALL_KINDS)
 def test_save_and_load_round_trip(kind, tmp_path):
     vectors, ids, queries = random_set(300)
-    index = build_index(kind, vectors, ids)
+    index = build(kind, vectors, ids)
     index.remove(ids[:3])
     before = index.search(queries, 10, exclude=[[int(ids[5])]] * queries.shape[0])
     index.save(tmp_path / "index")
@@ -185,7 +195,7 @@ def test_save_and_load_round_trip(kind, tmp_path):
         ["index.json", "vectors.safetensors"] + ([] if kind == "exact" else ["index.faiss"])
     )
     loaded = load_index(tmp_path / "index")
-    assert loaded.kind == kind and loaded.parameters == index.parameters and len(loaded) == 297
+    assert loaded.kind == index.kind and loaded.parameters == index.parameters and len(loaded) == 297
     after = loaded.search(queries, 10, exclude=[[int(ids[5])]] * queries.shape[0])
     assert torch.equal(before[1], after[1]) and torch.equal(before[0], after[0])
     loaded.add(vectors[:3], ids[:3])  # the loaded index is live, not a snapshot
@@ -195,7 +205,7 @@ def test_save_and_load_round_trip(kind, tmp_path):
 @pytest.mark.parametrize("kind", ALL_KINDS)
 def test_a_clone_answers_alike_and_changes_independently(kind):
     vectors, ids, queries = random_set(300)
-    index = build_index(kind, vectors, ids)
+    index = build(kind, vectors, ids)
     index.remove(ids[:2])  # faiss-hnsw: removed ids still in its graph travel with the clone
     before = index.search(queries, 10)
     copy = index.clone()
@@ -217,14 +227,14 @@ def test_searches_during_adds_and_removes_see_the_index_before_or_after_each_cha
     # item's position in the sorted contents, so a search that read the contents half before and half
     # after a change (or a FAISS index half way through an add) would return ids of neither state.
     # (faiss-hnsw rebuilds its graph on every add of the removed item 0: a smaller catalogue there.)
-    n, d = (400 if kind == "faiss-hnsw" else 2000), 16
+    n, d = (400 if kind.startswith("faiss-hnsw") else 2000), 16
     g = torch.Generator().manual_seed(5)
     vectors, queries = torch.randn(n, d, generator=g), torch.randn(8, d, generator=g)
     newcomer = queries[:4].sum(0, keepdim=True)  # in the top 20 of some queries, not of others
     ids = torch.arange(1, n + 1)
     # Search exhaustively on the approximate kinds too, so that both states have one right answer.
     parameters = {"exact": {"chunk_size": 64}, "faiss-hnsw": {"ef_search": n + 1}, "faiss-ivf": {"nprobe": n}}
-    index = build_index(kind, vectors, ids, **parameters.get(kind, {}))
+    index = build(kind, vectors, ids, **parameters.get(VARIANTS.get(kind, (kind,))[0], {}))
     without = index.search(queries, 20)[1]
     index.add(newcomer, [0])
     with_it = index.search(queries, 20)[1]
@@ -275,9 +285,10 @@ def test_concurrent_hnsw_searches_with_different_k_equal_the_single_threaded_res
 
 
 @needs_faiss
-def test_hnsw_remove_filters_the_graph_until_a_fifth_is_removed_then_rebuilds():
+@pytest.mark.parametrize("storage", ["sq8", "flat"])
+def test_hnsw_remove_filters_the_graph_until_a_fifth_is_removed_then_rebuilds(storage):
     vectors, ids, queries = random_set(500)
-    index = build_index("faiss-hnsw", vectors, ids, ef_search=500)
+    index = build_index("faiss-hnsw", vectors, ids, ef_search=500, storage=storage)
     graph = index._index
     index.remove(ids[:50])  # 50 removed, 450 live: filtered, no rebuild
     assert index._index is graph
@@ -295,6 +306,57 @@ def test_hnsw_remove_filters_the_graph_until_a_fifth_is_removed_then_rebuilds():
     assert torch.equal(index.search(queries, 30)[1], brute_force(vectors[live], ids[live], queries, 30)[1])
 
 
+@needs_faiss
+def test_hnsw_sq8_candidates_are_re_ranked_by_their_exact_scores():
+    # Two outliers stretch the 8-bit range of every dimension to [-100, 100] (steps of 0.78), so the 40
+    # items (1 + 0.001 i, 1, 1, 1) share one code: the graph walk scores them all alike, and only their
+    # exact scores, 1 + 0.001 i for the query (1, 0, 0, 0), tell the best of them apart: the top five are
+    # the outlier 40 (score 100), then items 39 to 36.
+    near = torch.ones(40, 4)
+    near[:, 0] += 0.001 * torch.arange(40)
+    vectors = torch.cat([near, torch.full((1, 4), 100.0), torch.full((1, 4), -100.0)])
+    ids = torch.arange(42)
+    query = torch.tensor([[1.0, 0.0, 0.0, 0.0]])
+    want_scores, want_ids = brute_force(vectors, ids, query, 5)
+    # refine 10: 60 candidates, every item; each returned with its exact score, ordered by it.
+    index = build_index("faiss-hnsw", vectors, ids, ef_search=100, refine=10)
+    scores, found = index.search(query, 5)
+    assert torch.equal(found, want_ids) and found[0].tolist() == [40, 39, 38, 37, 36]
+    torch.testing.assert_close(scores, want_scores, rtol=0, atol=1e-6)
+    # refine 1: 6 candidates, the outlier and 5 of the 40 tied items in the graph's tie order: not the best.
+    _, found = build_index("faiss-hnsw", vectors, ids, ef_search=100, refine=1).search(query, 5)
+    assert len(set(found[0].tolist()) & set(want_ids[0].tolist())) < 5
+    # The float32 graph tells them apart without re-ranking.
+    _, found = build_index("faiss-hnsw", vectors, ids, ef_search=100, refine=1, storage="flat").search(
+        query, 5
+    )
+    assert torch.equal(found, want_ids)
+
+
+@needs_faiss
+def test_hnsw_storage_sets_the_faiss_index_and_a_save_without_it_loads_as_flat(tmp_path):
+    import faiss
+
+    vectors, ids, queries = random_set(300)
+    default = build_index("faiss-hnsw", vectors, ids)
+    assert default.parameters["storage"] == "sq8" and default.parameters["refine"] == 2
+    assert isinstance(faiss.downcast_index(default._index.index), faiss.IndexHNSWSQ)
+    flat = build_index("faiss-hnsw", vectors, ids, storage="flat")
+    assert isinstance(faiss.downcast_index(flat._index.index), faiss.IndexHNSWFlat)
+    # An index saved before `storage` existed (a flat graph, no storage in index.json) loads as flat.
+    flat.save(tmp_path / "old")
+    meta = json.loads((tmp_path / "old" / "index.json").read_text())
+    del meta["parameters"]["storage"], meta["parameters"]["refine"]
+    (tmp_path / "old" / "index.json").write_text(json.dumps(meta))
+    loaded = load_index(tmp_path / "old")
+    assert loaded.parameters["storage"] == "flat"
+    assert all(torch.equal(a, b) for a, b in zip(loaded.search(queries, 10), flat.search(queries, 10)))
+    with pytest.raises(RetrievalError, match="faiss-hnsw: storage must be one of sq8, flat, got 'pq'"):
+        build_index("faiss-hnsw", vectors, ids, storage="pq")
+    with pytest.raises(RetrievalError, match="faiss-hnsw: refine must be an integer >= 1, got 0"):
+        build_index("faiss-hnsw", vectors, ids, refine=0)
+
+
 def test_load_of_a_missing_directory_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="no saved retrieval index"):
         load_index(tmp_path)
@@ -310,14 +372,14 @@ def test_hnsw_recall_at_10_against_exact_with_default_parameters():
 
 
 def test_hnsw_ef_search_grows_with_the_fourth_root_of_the_catalogue():
-    assert [hnsw_ef_search(n) for n in (1, 10_000, 40_000, 100_000, 1_000_000)] == [96, 96, 136, 176, 304]
+    assert [hnsw_ef_search(n) for n in (1, 10_000, 40_000, 100_000, 1_000_000)] == [80, 80, 120, 144, 256]
 
 
 @needs_faiss
 def test_the_default_hnsw_ef_search_follows_the_size_of_the_index():
     vectors, ids, _ = random_set(300)
     index = build_index("faiss-hnsw", vectors, ids)
-    assert index.ef_search == 96 and index.parameters["ef_search"] is None
+    assert index.ef_search == 80 and index.parameters["ef_search"] is None
     assert build_index("faiss-hnsw", vectors, ids, ef_search=7).ef_search == 7
 
 
@@ -339,7 +401,7 @@ def test_ivf_cells_default_to_four_square_roots_of_the_catalogue_and_bad_paramet
 @pytest.mark.parametrize("kind", ALL_KINDS)
 def test_bad_input_is_a_clear_user_error(kind):
     vectors, ids, queries = random_set(20)
-    index = build_index(kind, vectors, ids)
+    index = build(kind, vectors, ids)
     with pytest.raises(RetrievalError, match="dimension 15; the index holds vectors of dimension 16"):
         index.search(queries[:, :15], 5)
     with pytest.raises(RetrievalError, match="k must be an integer from 1 to the 20 items"):
@@ -353,7 +415,7 @@ def test_bad_input_is_a_clear_user_error(kind):
     with pytest.raises(RetrievalError, match="dimension"):
         index.add(torch.randn(1, 3), [10**6])
     with pytest.raises(RetrievalError, match="repeat ids"):
-        build_index(kind, vectors[:2], [4, 4])
+        build(kind, vectors[:2], [4, 4])
     with pytest.raises(RetrievalError, match="exclude has 1 rows for 7 queries"):
         index.search(queries, 5, exclude=[[1]])
     assert len(index) == 20  # nothing refused changed the index

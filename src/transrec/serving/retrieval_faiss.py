@@ -3,26 +3,38 @@ its promises and the thread-safety contract are in ``transrec.serving.retrieval`
 
 Each holds a FAISS inner-product index that answers with our item ids: flat and HNSW inside an
 ``IndexIDMap2``; IVF holds the ids itself (``IndexIDMap2.remove_ids`` would misnumber an IVF index, whose
-entries keep the internal ids they were added with). Searches
-pass their own ``SearchParameters`` to FAISS on every call (``efSearch``, ``nprobe``, the removed-id
-selector) instead of setting them on the shared index, so concurrent searches with different ``k`` never
-see each other's settings. Needs ``faiss-cpu`` (``pip install 'transrec[serving]'``).
+entries keep the internal ids they were added with). Searches pass their own ``SearchParameters`` to
+FAISS on every call (``efSearch``, ``nprobe``, the removed-id selector) instead of setting them on the
+shared index, so concurrent searches with different ``k`` never see each other's settings; flat and HNSW
+search the index inside the ``IndexIDMap2`` and map its ids themselves (``_FaissIndex._backend_search``
+says why). Needs ``faiss-cpu`` (``pip install 'transrec[serving]'``).
 
 - ``faiss-flat``: exact, FAISS's ``IndexFlatIP``.
-- ``faiss-hnsw``: approximate, FAISS's ``IndexHNSWFlat``. ``m`` (default 64): graph neighbours per
-  node; ``ef_construction`` (default 160): candidate list while building; ``ef_search``: candidate list
-  while searching, the accuracy / latency knob, raised to the number of results asked for when that is
-  larger. ``ef_search=None`` (the default) scales it with the catalogue: ``hnsw_ef_search(N)``, 96 up
-  to 10^4 items, then growing with N^(1/4) to 304 at 10^6 (``benchmarks/README.md`` has the recall
-  and latency this gives on random and on clustered vectors). The defaults buy recall per unit of
+- ``faiss-hnsw``: approximate, an HNSW graph of FAISS (``IndexHNSWSQ`` or ``IndexHNSWFlat``) whose
+  candidates are re-ranked by their exact scores. ``m`` (default 64): graph neighbours per node;
+  ``ef_construction`` (default 160): candidate list while building; ``ef_search``: candidate list while
+  searching, the accuracy / latency knob, raised to the number of candidates asked for when that is
+  larger. ``ef_search=None`` (the default) scales it with the catalogue: ``hnsw_ef_search(N)``, 80 up
+  to 10^4 items, then growing with N^(1/4) to 256 at 10^6 (``benchmarks/README.md`` has the recall
+  and latency this gives on random and on clustered vectors). ``storage`` (default ``"sq8"``): what the
+  graph walk scores with: ``"sq8"``, each vector as 8-bit codes (FAISS's ``ScalarQuantizer.QT_8bit``,
+  one byte per dimension, 64 B at d = 64 instead of 256 B, its per-dimension ranges trained on the
+  vectors given to ``build``; values added later outside them are clipped); ``"flat"``, the float32
+  vectors. ``refine`` (default 2): the graph is asked for ``refine`` times the results needed, and those
+  candidates are scored exactly with the index's own float32 vectors (the ones ``save`` writes) and the
+  best kept, so the 8-bit scores only choose candidates and every returned score is exact (with
+  ``"flat"`` the walk's scores are exact already: ``refine`` 1 there). An 8-bit search reads a quarter
+  of the vector bytes per visited node, which is much of what an HNSW search over 10^6 items waits for
+  (cache misses): on the same graph of 10^6 Gaussian vectors, the same recall took about two thirds of
+  the time of the float32 walk (``benchmarks/README.md``); and the FAISS index holds 64 MB of codes at
+  10^6 items instead of a second 256 MB copy of the vectors. The defaults buy recall per unit of
   search time with memory and build time: m 64 doubles the graph of FAISS's usual m 32 (about 0.5 GB of
   links at 10^6 items) and builds about twice as slowly, but reaches recall@10 0.95 on random Gaussian
-  vectors at 10^6 with ef_search 256, where m 48 needs about 450 and m 32 about 800. HNSW cannot delete
-  a node: ``remove``
-  marks the ids removed (kept in the graph, filtered out of every search by a FAISS ``IDSelector``), and
-  the graph is rebuilt from the live vectors when the removed ones exceed a fifth of the live ones, or
-  when a removed id is added again; a rebuild costs what ``build`` does (seconds at 10^5 items, minutes
-  at 10^6).
+  vectors at 10^6 with ef_search about 240, where m 48 needs about 450 and m 32 about 800. HNSW cannot
+  delete a node: ``remove`` marks the ids removed (kept in the graph, filtered out of every search by a
+  FAISS ``IDSelector``), and the graph is rebuilt from the live vectors (and the 8-bit ranges retrained)
+  when the removed ones exceed a fifth of the live ones, or when a removed id is added again; a rebuild
+  costs what ``build`` does (seconds at 10^5 items, minutes at 10^6).
 - ``faiss-ivf``: approximate, FAISS's ``IndexIVFFlat``: k-means cells (``nlist``, default ``None``:
   about 4 sqrt(N), at least 1, at most N / 39, FAISS's minimum of training points per cell), of which
   ``nprobe`` (default 32) nearest the query are scanned. Trained at ``build`` (seeded); items added later
@@ -44,7 +56,7 @@ import numpy as np
 import torch
 
 from transrec.errors import MissingPathError
-from transrec.serving.retrieval import INDEXES, RetrievalError, RetrievalIndex, order_rows
+from transrec.serving.retrieval import INDEXES, RetrievalError, RetrievalIndex
 from transrec.utils.packages import import_optional
 
 logger = logging.getLogger(__name__)
@@ -52,16 +64,18 @@ logger = logging.getLogger(__name__)
 # A removed node of an HNSW graph still costs search effort (it is visited, then filtered out); past this
 # fraction of the live items the graph is rebuilt without them.
 HNSW_MAX_REMOVED_FRACTION = 0.2
+# What the graph walk of faiss-hnsw scores with: 8-bit codes or the float32 vectors.
+HNSW_STORAGES = ("sq8", "flat")
 
 
 def hnsw_ef_search(n_items: int) -> int:
-    """The default ``ef_search`` of ``faiss-hnsw`` for ``n_items``: 96 up to 10^4 items, then
-    ``96 (N / 10^4)^(1/4)`` rounded up to a multiple of 8: 176 at 10^5, 304 at 10^6. Chosen for random
-    Gaussian vectors (d = 64) with the default m 64 and ef_construction 160, the hardest case for a graph
-    index, where recall@10 falls as N grows at a fixed ef_search: at 10^6, 0.861 with 128, 0.954 with 256,
-    0.984 with 384 (measured 2026-12-03, 256 queries); clustered item vectors reach the same recall with
-    a far smaller ef_search."""
-    ef = 96 * (max(n_items, 10_000) / 10_000) ** 0.25
+    """The default ``ef_search`` of ``faiss-hnsw`` for ``n_items``: 80 up to 10^4 items, then
+    ``80 (N / 10^4)^(1/4)`` rounded up to a multiple of 8: 144 at 10^5, 256 at 10^6. Chosen for random
+    Gaussian vectors (d = 64) with the default m 64, ef_construction 160, 8-bit storage and refine 2, the
+    hardest case for a graph index, where recall@10 falls as N grows at a fixed ef_search (measured
+    2026-12-03, 256 queries): 0.987 at 10^4, 0.977 at 10^5, 0.962 at 10^6 (there 0.929 with 192, 0.949
+    with 224, 0.973 with 304); clustered item vectors reach 0.997 or more with it."""
+    ef = 80 * (max(n_items, 10_000) / 10_000) ** 0.25
     return int(math.ceil(ef / 8) * 8)
 
 
@@ -86,8 +100,23 @@ class _FaissIndex(RetrievalIndex):
         ``vectors`` (the items about to be added: what a trained index trains on)."""
 
     def _search_parameters(self, faiss: Any, wanted: int) -> Any:
-        """This call's own FAISS ``SearchParameters`` for ``wanted`` results (None: FAISS's defaults)."""
+        """This call's own FAISS ``SearchParameters`` for ``wanted`` results (None: FAISS's defaults);
+        a selector in them filters the inner index's own sequential ids (see ``_backend_search``)."""
         return None
+
+    def _backend_search(self, faiss: Any, queries: np.ndarray, wanted: int) -> tuple[np.ndarray, np.ndarray]:
+        """Scores and item ids (-1: none) of FAISS's ``wanted`` best items for each query (faiss-hnsw:
+        its candidates, with their exact scores, not in order).
+
+        Searches the index inside the ``IndexIDMap2`` and maps its sequential ids to item ids here:
+        ``IndexIDMap2.search`` maps them in an OpenMP parallel loop even for one query, which then waits
+        for a second thread to be scheduled; on a loaded 2-core machine that made the median single-query
+        search of 10^5 items take 15 ms instead of 1.7 ms (2026-12-03, load average 6)."""
+        params = self._search_parameters(faiss, wanted)
+        scores, internal = self._index.index.search(queries, wanted, params=params)
+        # A view of the id map, valid while the caller holds the read lock (no change reallocates it).
+        labels = faiss.rev_swig_ptr(self._index.id_map.data(), self._index.id_map.size())
+        return scores, np.where(internal >= 0, labels[internal], -1)
 
     def _with_ids(self, faiss: Any, inner: Any) -> Any:
         """``inner`` made to store and answer with item ids."""
@@ -129,29 +158,35 @@ class _FaissIndex(RetrievalIndex):
                 f"{path} holds {self._index.ntotal} vectors, vectors.safetensors {self._backend_count()}"
             )
 
+    def _candidates(self, wanted: int) -> int:
+        """How many results to ask FAISS for when ``wanted`` are needed (more where they are re-ranked)."""
+        return wanted
+
     def _search(
         self, queries: torch.Tensor, k: int, excluded: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        faiss, n = self._faiss(), len(self)
+        # In numpy, not torch: for one query, the per-call cost of a dozen small torch operations is a
+        # sizeable share of an HNSW search (about 0.15 ms in all, measured at 10^5 items).
+        faiss, n, q = self._faiss(), len(self), queries.numpy()
+        banned = None if excluded is None else excluded.numpy()[:, None, :]
         # One more than needed, so that the k-th result usually beats the last one returned and no
         # second search is needed to settle ties (see below).
-        wanted = min(n, k + 1 + (0 if excluded is None else excluded.shape[1]))
+        wanted = min(n, k + 1 + (0 if banned is None else banned.shape[2]))
         while True:
-            raw_scores, raw_ids = self._index.search(
-                queries.numpy(), wanted, params=self._search_parameters(faiss, wanted)
-            )
-            scores, ids = torch.from_numpy(raw_scores), torch.from_numpy(raw_ids)
-            lowest = scores[:, -1:].clone()
+            asked = min(n, self._candidates(wanted))
+            scores, ids = self._backend_search(faiss, q, asked)
+            lowest = scores.min(1, keepdims=True)  # the last one's, unless re-ranked (faiss-hnsw)
             missing = ids < 0
-            if excluded is not None:
-                missing |= (ids.unsqueeze(2) == excluded.unsqueeze(1)).any(2)
+            if banned is not None:
+                missing |= (ids[:, :, None] == banned).any(2)
             scores[missing], ids[missing] = -math.inf, -1
-            scores, ids = order_rows(scores, ids)
-            scores, ids = scores[:, :k].contiguous(), ids[:, :k].contiguous()
-            # An item tied with the k-th result may lie beyond the `wanted` FAISS returned (and FAISS
+            # Ordered by score, descending, then id, ascending (lexsort: the last key first).
+            order = np.lexsort((ids, -scores), axis=1)[:, :k]
+            scores, ids = np.take_along_axis(scores, order, 1), np.take_along_axis(ids, order, 1)
+            # An item tied with the k-th result may lie beyond the candidates FAISS returned (and FAISS
             # breaks ties its own way): ask for more until the k-th result beats the last one returned.
-            if wanted == n or not (scores[:, -1:] <= lowest).any():
-                return scores, ids
+            if asked == n or not (scores[:, -1:] <= lowest).any():
+                return torch.from_numpy(scores), torch.from_numpy(ids)
             wanted = min(n, 2 * wanted)
 
 
@@ -167,17 +202,37 @@ class FaissFlatIndex(_FaissIndex):
 
 @INDEXES.register("faiss-hnsw")
 class FaissHNSWIndex(_FaissIndex):
-    """Approximate inner-product search with FAISS's ``IndexHNSWFlat``; ``m``, ``ef_construction`` and
-    ``ef_search`` (None: ``hnsw_ef_search(N)``) as in the module docstring."""
+    """Approximate inner-product search with an HNSW graph of FAISS, its candidates re-ranked exactly;
+    ``m``, ``ef_construction``, ``ef_search`` (None: ``hnsw_ef_search(N)``), ``storage`` (``"sq8"``:
+    8-bit codes, ``IndexHNSWSQ``; ``"flat"``: float32, ``IndexHNSWFlat``) and ``refine`` (candidates
+    per result needed, scored exactly) as in the module docstring."""
 
     kind = "faiss-hnsw"
 
-    def __init__(self, m: int = 64, ef_construction: int = 160, ef_search: int | None = None) -> None:
+    def __init__(
+        self,
+        m: int = 64,
+        ef_construction: int = 160,
+        ef_search: int | None = None,
+        storage: str = "sq8",
+        refine: int = 2,
+    ) -> None:
         super().__init__()
         _positive_int(self.kind, "m", m, 2)
         _positive_int(self.kind, "ef_construction", ef_construction, 1)
         _positive_int(self.kind, "ef_search", ef_search, 1, optional=True)
-        self.parameters = {"m": m, "ef_construction": ef_construction, "ef_search": ef_search}
+        if storage not in HNSW_STORAGES:
+            raise RetrievalError(
+                f"{self.kind}: storage must be one of {', '.join(HNSW_STORAGES)}, got {storage!r}"
+            )
+        _positive_int(self.kind, "refine", refine, 1)
+        self.parameters = {
+            "m": m,
+            "ef_construction": ef_construction,
+            "ef_search": ef_search,
+            "storage": storage,
+            "refine": refine,
+        }
         self._set_removed(torch.empty(0, dtype=torch.int64))
 
     @property
@@ -187,9 +242,40 @@ class FaissHNSWIndex(_FaissIndex):
         return hnsw_ef_search(len(self)) if chosen is None else chosen
 
     def _new_inner(self, faiss: Any, vectors: np.ndarray) -> Any:
-        inner = faiss.IndexHNSWFlat(self.dim, self.parameters["m"], faiss.METRIC_INNER_PRODUCT)
+        m, metric = self.parameters["m"], faiss.METRIC_INNER_PRODUCT
+        if self.parameters["storage"] == "sq8":
+            inner = faiss.IndexHNSWSQ(self.dim, faiss.ScalarQuantizer.QT_8bit, m, metric)
+        else:
+            inner = faiss.IndexHNSWFlat(self.dim, m, metric)
         inner.hnsw.efConstruction = self.parameters["ef_construction"]
+        inner.train(vectors)  # sq8: each dimension's range (flat: nothing to train)
         return inner
+
+    def _candidates(self, wanted: int) -> int:
+        return self.parameters["refine"] * wanted
+
+    def _backend_search(self, faiss: Any, queries: np.ndarray, wanted: int) -> tuple[np.ndarray, np.ndarray]:
+        # The graph's candidates (its sequential node numbers), scored exactly with the float32 vectors.
+        _, nodes = self._index.index.search(queries, wanted, params=self._search_parameters(faiss, wanted))
+        found = nodes >= 0
+        rows = self._rows[nodes]
+        if (rows[found] < 0).any():  # a removed node the selector let through: our bug
+            raise RuntimeError("the HNSW graph answered with an item the index does not hold")
+        rows[~found] = 0
+        scores = np.matmul(self._vectors.numpy()[rows], queries[:, :, None])[:, :, 0]
+        scores[~found] = -math.inf
+        return scores, np.where(found, self._ids.numpy()[rows], -1)
+
+    def _set_rows(self) -> None:
+        """``self._rows[j]``: the row of the sorted vectors that holds node j of the graph (-1: removed),
+        so that a search reads its candidates' vectors without looking their ids up (a binary search
+        over 10^6 ids per candidate cost about 0.05 ms a query in cache misses). Called after every
+        change to the contents, which moves the rows; never modified in place (clones share it)."""
+        faiss, live = self._faiss(), self._ids.numpy()
+        labels = faiss.rev_swig_ptr(self._index.id_map.data(), self._index.id_map.size())
+        rows = np.minimum(np.searchsorted(live, labels), len(live) - 1)
+        rows[live[rows] != labels] = -1
+        self._rows = rows
 
     def _set_removed(self, removed: torch.Tensor) -> None:
         """``removed``: ids still in the graph but no longer in the index, filtered out of searches."""
@@ -204,6 +290,7 @@ class FaissHNSWIndex(_FaissIndex):
     def _rebuild(self) -> None:
         super()._rebuild()
         self._set_removed(torch.empty(0, dtype=torch.int64))
+        self._set_rows()
 
     def _backend_add(self, vectors: torch.Tensor, ids: torch.Tensor) -> None:
         if torch.isin(ids, self._removed).any():
@@ -214,6 +301,7 @@ class FaissHNSWIndex(_FaissIndex):
             self._rebuild()
         else:
             super()._backend_add(vectors, ids)
+            self._set_rows()
 
     def _backend_remove(self, ids: torch.Tensor) -> None:
         removed = torch.cat([self._removed, ids])
@@ -224,10 +312,12 @@ class FaissHNSWIndex(_FaissIndex):
             self._rebuild()
         else:
             self._set_removed(removed)
+            self._set_rows()
 
     def _clone_backend(self, other: RetrievalIndex) -> None:
         super()._clone_backend(other)
         other._set_removed(self._removed)
+        other._rows = self._rows
 
     def _backend_count(self) -> int:
         return len(self) + self._removed.numel()
@@ -238,11 +328,18 @@ class FaissHNSWIndex(_FaissIndex):
     def _restore(self, directory: Path, extra: dict[str, torch.Tensor]) -> None:
         self._set_removed(extra.get("removed", torch.empty(0, dtype=torch.int64)))
         super()._restore(directory, extra)
+        faiss = self._faiss()
+        held = "sq8" if isinstance(faiss.downcast_index(self._index.index), faiss.IndexHNSWSQ) else "flat"
+        # An index saved before ``storage`` existed (always flat) loads with the default in its place.
+        self.parameters["storage"] = held
+        self._set_rows()
 
     def _search_parameters(self, faiss: Any, wanted: int) -> Any:
-        # A fresh object per call: IndexIDMap2's search swaps the selector on the parameters it is given
-        # for the duration of the call, so they cannot be shared between threads either.
-        sel = None if self._selector is None else self._selector[1]
+        # A fresh object per call (cheap, and never shared between threads). The graph holds sequential
+        # ids: the selector of item ids is applied through the IndexIDMap2's id map.
+        sel = None
+        if self._selector is not None:
+            sel = faiss.IDSelectorTranslated(self._index.id_map, self._selector[1])
         return faiss.SearchParametersHNSW(efSearch=max(self.ef_search, wanted), sel=sel)
 
 
@@ -282,3 +379,6 @@ class FaissIVFIndex(_FaissIndex):
 
     def _search_parameters(self, faiss: Any, wanted: int) -> Any:
         return faiss.SearchParametersIVF(nprobe=self.parameters["nprobe"])
+
+    def _backend_search(self, faiss: Any, queries: np.ndarray, wanted: int) -> tuple[np.ndarray, np.ndarray]:
+        return self._index.search(queries, wanted, params=self._search_parameters(faiss, wanted))
