@@ -146,7 +146,9 @@ def main() -> None:
                 hits = sum(len(set(a.tolist()) & set(e.tolist())) for a, e in zip(top, exact_top))
                 if kind == "exact":
                     exact_one, exact_fastest = one, fastest
-                speedup = f"{exact_one / one:.1f}x, {exact_fastest / fastest:.1f}x"
+                speedup = (
+                    "" if exact_one is None else f"{exact_one / one:.1f}x, {exact_fastest / fastest:.1f}x"
+                )
                 print(
                     f"{data} | {n} | {kind} | {'cached' if build is None else f'{build:.2f}'} | "
                     f"{one * 1e3:.2f}, {fastest * 1e3:.2f} | "
