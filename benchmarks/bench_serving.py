@@ -23,6 +23,15 @@ a service already running instead. The clients are asyncio tasks sharing one aio
    not among them; the new item's rank is recorded, and adds seen only below ``--visible-k`` (behind
    copies) are counted apart.
 
+With ``--rate R`` the load is open instead of closed: each client starts its requests at the times of a
+Poisson process of rate ``R / clients`` (an add and the recommendation that checks it count as one
+start), so the service is offered ``R`` starts a second whatever its latency, as a service running at a
+given traffic is. A start due while the client's previous request is still unanswered waits for it; the
+start lag (how long starts waited) is reported: a p99 lag near the latencies is Poisson gaps shorter than
+a request, one that grows with the duration means the service cannot carry ``R``.
+Latencies are then those of a service at that load rather than at saturation, where a closed loop puts
+every request behind the others' (by Little's law, about clients / throughput).
+
 An error is a response other than 200 (201 for an add) or a failed connection. The server's CPU time
 (from /proc: the serving process and its encoder process) and the client's are printed too: both share
 the machine's cores, and the server's CPU time per request does not depend on what other processes leave
@@ -30,6 +39,7 @@ it. Prints a table and writes every figure as JSON (``--json``).
 
     python benchmarks/bench_serving.py EXPORT_DIR                  # 32 clients, 20 s per phase
     python benchmarks/bench_serving.py EXPORT_DIR --clients 8 --duration 5 --json out.json
+    python benchmarks/bench_serving.py EXPORT_DIR --rate 300     # 300 requests/s offered, open loop
 """
 
 from __future__ import annotations
@@ -163,6 +173,8 @@ class Phase:
         self.ranks: list[int] = []
         self.error_examples: list[str] = []
         self.seconds = 0.0
+        self.starts = 0  # requests started (an add and its check: one)
+        self.lags: list[float] = []  # --rate: how long each start waited for the client's previous request
 
     def error(self, kind: str, message: str) -> None:
         self.errors[kind] += 1
@@ -172,6 +184,8 @@ class Phase:
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "seconds": self.seconds,
+            "starts": self.starts,
+            "start_lag": percentiles(self.lags) if self.lags else None,
             "not_visible": self.not_visible,
             "visible_behind_copies": self.behind_copies,
             "added_item_rank": {
@@ -285,10 +299,27 @@ class LoadTest:
             phase.behind_copies += 1
 
     async def client(
-        self, phase: Phase | None, bodies: list[bytes], seed: int, add_share: float, until: float
+        self,
+        phase: Phase | None,
+        bodies: list[bytes],
+        seed: int,
+        add_share: float,
+        until: float,
+        rate: float | None = None,
     ):
+        """One client: a closed loop (each request sent when the last is answered), or with ``rate``, the
+        starts of a Poisson process of that rate (a start due while a request runs waits for it: its lag)."""
         rng = random.Random(seed)
-        while time.perf_counter() < until:
+        due = time.perf_counter() + (rng.expovariate(rate) if rate else 0.0)
+        while due < until and time.perf_counter() < until:  # a late client stops on time too
+            now = time.perf_counter()
+            if now < due:
+                await asyncio.sleep(due - now)
+            if phase is not None:
+                phase.starts += 1
+                if rate is not None:
+                    phase.lags.append(max(now - due, 0.0))
+            due = due + rng.expovariate(rate) if rate else time.perf_counter()
             if add_share and rng.random() < add_share:
                 await self.add_and_check(phase, rng)
             else:
@@ -304,9 +335,10 @@ class LoadTest:
         start = time.perf_counter()
         until = start + seconds
         record = None if name == "warmup" else phase
+        rate = self.args.rate / self.args.clients if self.args.rate else None
         await asyncio.gather(
             *(
-                self.client(record, bodies, 1000 * c + len(name), add_share, until)
+                self.client(record, bodies, 1000 * c + len(name), add_share, until, rate)
                 for c in range(self.args.clients)
             )
         )
@@ -350,7 +382,13 @@ def print_table(results: dict[str, Any]) -> None:
             f"{phase.get('server_cpu_cores', float('nan')):.2f} cores "
             f"({phase.get('server_cpu_ms_per_request', float('nan')):.2f} ms per request), "
             f"client {phase['client_cpu_cores']:.2f}; "
-            f"load average {phase['load_average_before'][0]:.2f} -> {phase['load_average_after'][0]:.2f}"
+            + (
+                f"{phase['starts']} starts, lag behind their Poisson times p99 "
+                f"{phase['start_lag']['p99_ms']:.1f} ms; "
+                if results["config"].get("rate")
+                else ""
+            )
+            + f"load average {phase['load_average_before'][0]:.2f} -> {phase['load_average_after'][0]:.2f}"
         )
         for example in phase["error_examples"]:
             print(f"  e.g. {example}")
@@ -386,6 +424,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 results: dict[str, Any] = {
                     "config": {
                         "clients": args.clients,
+                        "rate": args.rate,
                         "duration_s": args.duration,
                         "warmup_s": args.warmup,
                         "add_share": args.add_share,
@@ -401,8 +440,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                     "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
                     "metadata": metadata,
                 }
+                load = f"{args.rate:g} requests/s offered (open loop)" if args.rate else "closed loop"
                 print(
-                    f"{url}: {len(items)} items, max_len {max_len}, {args.clients} clients, "
+                    f"{url}: {len(items)} items, max_len {max_len}, {args.clients} clients, {load}, "
                     f"{args.duration:.0f} s per phase; adds copy the text of {len(test.pool)} distinct "
                     "top-ranked items",
                     flush=True,
@@ -423,6 +463,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("export", type=Path, help="an export directory (transrec export --out)")
     parser.add_argument("--clients", type=int, default=32, help="concurrent clients (default 32)")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="requests/s offered in all, at Poisson times (open loop; default: none, a closed loop where "
+        "each client sends its next request as soon as the last is answered)",
+    )
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per phase (default 20)")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of uncounted requests first")
     parser.add_argument("--add-share", type=float, default=0.05, help="share of POST /items in the mix")
@@ -461,6 +508,8 @@ def main() -> None:
         "--json", type=Path, default=Path("bench_serving.json"), help="where to write figures"
     )
     args = parser.parse_args()
+    if args.rate is not None and args.rate <= 0:
+        parser.error(f"--rate must be positive, got {args.rate:g}")
     if not (args.export / "items.jsonl").is_file():
         raise SystemExit(f"{args.export} is not a transrec export (no items.jsonl); see transrec export")
     loop_factory = None

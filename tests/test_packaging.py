@@ -45,6 +45,8 @@ PACKAGE = Path(transrec.__file__).resolve().parent
 #: ``module.name``: a public name; ``Class.method``: a method or attribute of that class;
 #: ``function(keyword=)``: a keyword argument. A new use of one of these corners needs its row here.
 TORCH_FIRST_RELEASE = {
+    # torch.export's automatic dynamic dimensions (serving.onnx_backbone); in the 2.6 docs.
+    "torch.export.Dim.AUTO": "2.6",
     # FSDP2 moved from torch.distributed._composable.fsdp to its public home in 2.6.
     "torch.distributed.fsdp.fully_shard": "2.6",
     "torch.distributed.fsdp.FSDPModule": "2.6",
@@ -239,6 +241,21 @@ def test_the_declared_torch_bound_is_the_first_release_with_every_api_the_code_u
     assert declared("torch") == needed, f"the code needs torch>={needed} (for {newest})"
 
 
+def resolve(dotted: str):
+    """The object a dotted name denotes: its longest importable prefix, then attributes
+    (``torch.export.Dim`` is a class of the module ``torch.export``)."""
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            target = importlib.import_module(".".join(parts[:cut]))
+        except ModuleNotFoundError:
+            continue
+        for name in parts[cut:]:
+            target = getattr(target, name)
+        return target
+    raise ModuleNotFoundError(dotted)
+
+
 def test_every_torch_api_of_the_table_exists_in_the_installed_torch():
     # A misspelt row would cover nothing; every row must name something real.
     from torch.distributed.fsdp import FSDPModule
@@ -254,7 +271,7 @@ def test_every_torch_api_of_the_table_exists_in_the_installed_torch():
             assert hasattr({"FSDPModule": FSDPModule, "DTensor": DTensor}[owner], name), api
             functions[name] = getattr({"FSDPModule": FSDPModule, "DTensor": DTensor}[owner], name)
         else:
-            functions[name] = getattr(importlib.import_module(owner), name)
+            functions[name] = getattr(resolve(owner), name)
     for api in TORCH_FIRST_RELEASE:
         if "(" in api:
             function, keyword = re.fullmatch(r"(\w+)\((\w+)=\)", api).groups()
@@ -309,7 +326,7 @@ def test_the_other_declared_bounds_cover_the_apis_the_code_uses():
 
 def test_the_all_extra_is_the_union_of_the_others():
     extras = pyproject()["project"]["optional-dependencies"]
-    parts = ("text", "parquet", "lmdb", "plot", "serving", "tracking-tensorboard", "tracking-mlflow",
+    parts = ("text", "parquet", "lmdb", "plot", "serving", "onnx", "tracking-tensorboard", "tracking-mlflow",
              "tracking-wandb")  # fmt: skip
     union = {Requirement(line).name: str(Requirement(line)) for name in parts for line in extras[name]}
     assert {Requirement(line).name: str(Requirement(line)) for line in extras["all"]} == union

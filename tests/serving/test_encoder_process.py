@@ -5,12 +5,14 @@ nothing, and the application (in process and on a real uvicorn) starting and sto
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+from dataclasses import asdict
 
 import pytest
 import torch
@@ -24,7 +26,7 @@ from .http_cases import HTTP_LIMITS, fingerprint, load, png
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory):
     root = tmp_path_factory.mktemp("exports")
-    return {kind: build_export(root, kind) for kind in ("text", "mom")}
+    return {kind: build_export(root, kind) for kind in ("text", "mom", "id")}
 
 
 @pytest.fixture
@@ -45,8 +47,8 @@ def writable(exports, tmp_path):
 
 @pytest.fixture(scope="module")
 def text_process(exports, tmp_path_factory):
-    """A recommender over a copy of the text export with its encoder process started (shared: one start
-    for the tests that only encode)."""
+    """A recommender over a copy of the text export with its encoder process started on the default
+    engine (shared: one start for the tests that only encode)."""
     recommender = load(exports["text"].directory, copy_to=tmp_path_factory.mktemp("shared") / "text")
     recommender.start_encoder_process()
     yield recommender
@@ -69,20 +71,40 @@ RECORDS = [
 ]
 
 
-@pytest.mark.parametrize("kind", ["text", "mom"])
-def test_the_process_encodes_exactly_what_the_serving_process_encodes(writable, text_process, kind):
-    recommender = text_process if kind == "text" else writable(kind)
+@pytest.mark.parametrize(
+    ("kind", "engine"), [("text", "default"), ("text", "torch"), ("mom", "onnxruntime"), ("mom", "torch")]
+)
+def test_the_process_encodes_what_the_serving_process_encodes(writable, text_process, kind, engine):
+    """Bit for bit on torch; to float32 rounding on ONNX Runtime (the default where it is installed)."""
+    if engine == "default":
+        recommender = text_process
+    else:
+        recommender = writable(kind)
+        recommender.start_encoder_process(engine=engine)
     records = RECORDS + (
         [{"image": png(colour=(10, 200, 30))}, {"image": png(40, 20)}] if kind == "mom" else []
     )
     prepared = recommender._preprocessor.prepare(records)
     here = recommender._encode(prepared)
     process = recommender.start_encoder_process()
+    expected_engine = (
+        "torch" if engine == "torch" or importlib.util.find_spec("onnxruntime") is None else "onnxruntime"
+    )
+    assert process.engine_choice.engine == expected_engine
+    assert recommender.metadata()["encoder"] == {"where": "encoder process", **asdict(process.engine_choice)}
     requests, calls = process.requests, process.calls
     there = recommender._encode(prepared, process)
     assert there.shape == here.shape and there.dtype == torch.float32
-    torch.testing.assert_close(there, here, rtol=0, atol=1e-6)
+    torch.testing.assert_close(there, here, rtol=0, atol=0 if expected_engine == "torch" else 1e-6)
     assert (process.requests, process.calls) == (requests + 1, calls + 1)
+
+
+def test_an_engine_that_cannot_run_is_a_start_error_saying_why(exports):
+    """``onnxruntime`` asked for an ID model (no text backbone): the start fails, naming the reason."""
+    with pytest.raises(EncoderStartError, match="no text backbone"):
+        EncoderProcess(exports["id"].directory / "model", lambda items: None, engine="onnxruntime")
+    with pytest.raises(ValueError, match="engine must be one of"):
+        EncoderProcess(exports["id"].directory / "model", lambda items: None, engine="fast")
 
 
 def test_concurrent_calls_are_answered_together_each_with_its_own_rows(text_process):
@@ -115,7 +137,7 @@ def test_concurrent_calls_are_answered_together_each_with_its_own_rows(text_proc
 
 def test_a_killed_process_is_replaced_and_the_add_succeeds(writable):
     recommender = writable("text")
-    process = recommender.start_encoder_process()
+    process = recommender.start_encoder_process(engine="torch")
     first = process.pid
     os.kill(first, signal.SIGKILL)
     deadline = time.monotonic() + 10

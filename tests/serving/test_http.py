@@ -282,8 +282,15 @@ def test_serve_encodes_adds_in_a_process_of_their_own_unless_told_not_to(
     assert main(["serve", directory, "--port", "0", "--encode-in-process"]) == 2
     assert started == []
     assert main(["serve", directory, "--port", "0"]) == 2
-    assert started == [{"torch_threads": 1}]
-    assert capsys.readouterr().err.count("the test stops here") == 2
+    assert main(["serve", directory, "--port", "0", "--encoder-engine", "torch"]) == 2
+    assert started == [{"torch_threads": 1, "engine": "auto"}, {"torch_threads": 1, "engine": "torch"}]
+    assert capsys.readouterr().err.count("the test stops here") == 3
+    # ONNX Runtime runs in the encoder process: asked for without one, refused before anything starts
+    command = ["serve", directory, "--port", "0", "--encode-in-process", "--encoder-engine", "onnxruntime"]
+    assert main(command) == 2
+    assert len(started) == 2 and "--encode-in-process" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["serve", directory, "--encoder-engine", "tensorrt"])
 
 
 def test_serve_passes_its_runtime_options_to_uvicorn_and_python(exports, monkeypatch, capsys):

@@ -1,7 +1,9 @@
 """The item-encoder process of ``serving.encoder_process.EncoderProcess`` (run as
-``python -m transrec.serving.encoder_worker`` by it, not by a person): loads the export's model, answers
-``("ready", pid)`` over the connection it is given, then each request ``("encode", arrays)`` with
-``("ok", vectors)`` or ``("error", traceback)``, until ``("stop",)`` or a closed connection."""
+``python -m transrec.serving.encoder_worker`` by it, not by a person): loads the export's model, puts its
+text backbones on the asked engine (``serving.onnx_backbone``), answers ``("ready", {"pid", "engine",
+"detail"})`` over the connection it is given, then each request ``("encode", arrays)`` with
+``("ok", vectors)`` or ``("error", traceback)``, until ``("stop",)`` or a closed connection. A load or an
+engine that fails is answered ``("failed", reason)``."""
 
 from __future__ import annotations
 
@@ -17,19 +19,25 @@ import torch
 from transrec.data.item_content import ItemBatch
 
 
-def _worker_main(conn: Any, model_dir: str, device: str, torch_threads: int) -> None:
-    """The process: load the model, answer ``("ready", pid)``, then one answer per request until
-    ``("stop",)`` or a closed pipe."""
+def _worker_main(conn: Any, model_dir: str, device: str, torch_threads: int, engine: str = "torch") -> None:
+    """The process: load the model, put it on ``engine``, answer ``("ready", {...})``, then one answer per
+    request until ``("stop",)`` or a closed pipe."""
     try:
         torch.set_num_threads(torch_threads)
         from transrec.models.recommender import SequentialRecommender
+        from transrec.serving.onnx_backbone import EngineError, accelerate_text_backbones
 
         model = SequentialRecommender.from_pretrained(Path(model_dir), map_location=torch.device(device))
         model.eval()
+        try:
+            choice = accelerate_text_backbones(model, engine, threads=torch_threads, device=device)
+        except EngineError as err:  # engine="onnxruntime" that cannot be used: the parent says why
+            conn.send(("failed", str(err)))
+            return
     except BaseException:  # whatever stops the load, the parent reports it
         conn.send(("failed", traceback.format_exc()))
         return
-    conn.send(("ready", os.getpid()))
+    conn.send(("ready", {"pid": os.getpid(), "engine": choice.engine, "detail": choice.detail}))
     while True:
         try:
             message = conn.recv()
@@ -54,8 +62,9 @@ def main() -> None:
     parser.add_argument("--model-dir", required=True)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--torch-threads", type=int, default=1)
+    parser.add_argument("--engine", default="torch")
     args = parser.parse_args()
-    _worker_main(Connection(args.fd), args.model_dir, args.device, args.torch_threads)
+    _worker_main(Connection(args.fd), args.model_dir, args.device, args.torch_threads, args.engine)
 
 
 if __name__ == "__main__":

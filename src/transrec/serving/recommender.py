@@ -415,7 +415,8 @@ class Recommender:
             return {"id": item_id, "text": item.text, "modality": modality_name(item.modality), "added": True}
 
     def metadata(self) -> dict[str, Any]:
-        """Model, dataset, item counts, versions and the index kind (for ``GET /metadata``)."""
+        """Model, dataset, item counts, versions, the index kind and where added items are encoded (for
+        ``GET /metadata``)."""
         config, manifest = self._model.config, self._bundle.manifest
         with self._lock.reading():
             added, removed = len(self._overlay.ids), len(self._overlay.removed)
@@ -443,15 +444,25 @@ class Recommender:
                 "exported_with": manifest["versions"],
             },
             "index": self._index_kind,
+            "encoder": self._encoder_info(),
             "limits": asdict(self.limits),
         }
+
+    def _encoder_info(self) -> dict[str, str]:
+        """Where added items are encoded, and what runs their text backbone (``serving.onnx_backbone``)."""
+        process = self._encoder_process
+        if process is None or process.engine_choice is None:
+            return {"where": "this process", "engine": "torch", "detail": "no encoder process"}
+        return {"where": "encoder process", **asdict(process.engine_choice)}
 
     # -- writing -------------------------------------------------------------------------------------------
     def start_encoder_process(self, **options: Any) -> EncoderProcess:
         """From now on ``add_items`` encodes in a process of its own holding a copy of the item encoder
         (``serving.encoder_process``: the forward pass runs off this process's GIL, so an add no longer
         slows the requests served meanwhile). Returns once that process has loaded the model (a few
-        seconds); ``options`` go to ``EncoderProcess``. Records in histories are still encoded here.
+        seconds; about 10 more for MiniLM when its text backbone is exported to ONNX Runtime, the default
+        ``engine="auto"`` where the ``[onnx]`` extra is installed); ``options`` go to ``EncoderProcess``
+        (``engine``, ``torch_threads``, timeouts). Records in histories are still encoded here, on torch.
         Idempotent; ``stop_encoder_process`` ends it."""
         if self._encoder_process is None:
             self._encoder_process = EncoderProcess(

@@ -1,0 +1,240 @@
+"""The text backbones of an item encoder, run by ONNX Runtime instead of torch (the encoder process's
+``engine``, ``transrec serve --encoder-engine``).
+
+Why: a new text item's vector is one forward pass of the model's text backbone over a short title, and on
+a CPU that pass is almost all small matrix products (``[tokens, 384] x [384, 1536]`` for MiniLM), where
+torch's eager kernels reach a third of what ONNX Runtime's prepacked ones do. Measured on the project's
+2-core machine, the demo's MiniLM over a 14-token title: 16 ms of CPU in torch, 6 ms in ONNX Runtime
+(benchmarks/README.md, "Serving"). The vectors are the same to float32 rounding (largest difference about
+3e-6 on hidden states of magnitude 1), and every swap is checked before it is used.
+
+    engine = accelerate_text_backbones(model, "auto", threads=1)   # "onnxruntime" or "torch", and why
+
+What is swapped: the Hugging Face model inside each ``TextEncoder``'s ``FrozenBackbone`` (the ``text``
+encoder, and the text side of ``mm`` and ``mom``), exported with ``torch.onnx.export(dynamo=True)``
+(``torch.export``: data-dependent Python branches fail the export instead of being traced in silently),
+batch and token axes dynamic. Pooling, the DT layer and everything else stay in torch. Before a swap is
+kept, the exported backbone and the torch one are run on random token ids at several shapes, with and
+without padding, and their hidden states at real tokens must agree within ``rtol = atol = 1e-4``
+(``verify``); otherwise ``auto`` keeps torch and says why, and ``onnxruntime`` raises.
+
+Engines: ``torch`` (nothing swapped), ``onnxruntime`` (every text backbone swapped, or an
+``EngineError`` saying what stopped it: a missing package, a device other than the CPU, a trunk cache,
+an export or a check that failed), ``auto`` (``onnxruntime`` where it works, otherwise ``torch``, with the
+reason). An image backbone always stays in torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import types
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from transrec.errors import UserError
+from transrec.utils.packages import install_command
+
+logger = logging.getLogger(__name__)
+
+ENGINES = ("auto", "torch", "onnxruntime")
+
+#: Shapes ``[items, tokens]`` the exported backbone is checked at; the last row of each is cut to about
+#: half its width (padding), except where a row has one token.
+CHECK_SHAPES = ((1, 1), (1, 14), (3, 9), (2, 33))
+RTOL = ATOL = 1e-4
+
+
+class EngineError(UserError, RuntimeError):
+    """``engine="onnxruntime"`` was asked for and cannot be used (the message says why)."""
+
+
+@dataclass(frozen=True)
+class EngineChoice:
+    """The engine an encoder runs on, and why (e.g. why ``auto`` kept torch)."""
+
+    engine: str
+    detail: str
+
+
+class OnnxTextBackbone(nn.Module):
+    """A Hugging Face text model's ``forward(input_ids, attention_mask).last_hidden_state``, computed by an
+    ONNX Runtime session (CPU, float32). Anything else the torch model accepted is refused, so that a
+    caller that needs more of it fails loudly instead of being answered by the wrong graph."""
+
+    def __init__(self, session: Any, config: Any) -> None:
+        super().__init__()
+        self.session, self.config = session, config
+
+    def forward(
+        self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None, **kwargs: Any
+    ) -> Any:
+        if kwargs or input_ids is None or attention_mask is None:
+            given = [
+                name
+                for name, value in (("input_ids", input_ids), ("attention_mask", attention_mask))
+                if value is not None
+            ]
+            raise TypeError(
+                "the ONNX Runtime text backbone takes input_ids and attention_mask, both, and nothing else; "
+                f"got {given + sorted(kwargs)}"
+            )
+        feed = {"input_ids": _int64(input_ids), "attention_mask": _int64(attention_mask)}
+        (states,) = self.session.run(None, feed)
+        return types.SimpleNamespace(last_hidden_state=torch.from_numpy(states))
+
+
+def _int64(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.detach().cpu().to(torch.int64).numpy()
+
+
+class _LastHiddenState(nn.Module):
+    """What is exported: the model's last hidden states from token ids and their mask."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+
+def text_encoders(model: nn.Module) -> list[Any]:
+    """The ``TextEncoder``s in ``model`` (any module holding item encoders)."""
+    from transrec.models.item_encoders.text import TextEncoder
+
+    return [module for module in model.modules() if isinstance(module, TextEncoder)]
+
+
+def accelerate_text_backbones(
+    model: nn.Module, engine: str = "auto", threads: int = 1, device: str = "cpu"
+) -> EngineChoice:
+    """Run the text backbones of ``model`` (in eval mode, on ``device``) with ``engine`` (see the module):
+    swaps them in place and returns what it chose. Raises EngineError only for ``engine="onnxruntime"``."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    if engine == "torch":
+        return EngineChoice("torch", "asked for")
+    try:
+        count = _swap_all(model, threads, device)
+    except EngineError as err:
+        if engine == "onnxruntime":
+            raise
+        return EngineChoice("torch", f"ONNX Runtime not used: {err}")
+    version = _import("onnxruntime").__version__
+    return EngineChoice(
+        "onnxruntime", f"{count} text backbone(s) on ONNX Runtime {version}, {threads} thread(s)"
+    )
+
+
+def _swap_all(model: nn.Module, threads: int, device: str) -> int:
+    encoders = text_encoders(model)
+    if not encoders:
+        raise EngineError("the model has no text backbone to run (image backbones stay in torch)")
+    if torch.device(device).type != "cpu":
+        raise EngineError(f"the encoder runs on {device}; ONNX Runtime is used on the CPU only")
+    if any(encoder.trunk_store is not None for encoder in encoders):
+        raise EngineError("a text encoder replays a trunk cache, which feeds the torch backbone's blocks")
+    ort = _import("onnxruntime")
+    _import("onnx")
+    _import("onnxscript")
+    # Every backbone is exported and checked before any is swapped: a failure leaves the model as it was.
+    sessions = [_export(encoder.backbone.model, ort, threads) for encoder in encoders]
+    for encoder, session in zip(encoders, sessions):
+        encoder.backbone.model = OnnxTextBackbone(session, encoder.backbone.model.config)
+    return len(encoders)
+
+
+def _import(module: str) -> Any:
+    try:
+        return __import__(module)
+    except ImportError as err:
+        raise EngineError(f"the package {module!r} is not installed ({install_command(module)})") from err
+
+
+def _export(hf_model: nn.Module, ort: Any, threads: int) -> Any:
+    """An ONNX Runtime session of ``hf_model``'s last hidden states, checked against it."""
+    wrapped = _LastHiddenState(hf_model).eval()
+    vocab = int(getattr(hf_model.config, "vocab_size", 1000))
+    example = _tokens(torch.Generator().manual_seed(0), 2, 9, vocab)
+    try:
+        with _quiet(), torch.no_grad():
+            program = torch.onnx.export(
+                wrapped,
+                example,
+                dynamo=True,
+                input_names=["input_ids", "attention_mask"],
+                output_names=["last_hidden_state"],
+                dynamic_shapes=({0: torch.export.Dim.AUTO, 1: torch.export.Dim.AUTO},) * 2,
+                optimize=True,
+                verbose=False,
+            )
+            data = program.model_proto.SerializeToString()
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # errors only
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # no busy-waiting
+        session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # the exporter and the runtime raise many types
+        raise EngineError(
+            f"exporting the text backbone to ONNX failed ({type(err).__name__}: {err})"
+        ) from err
+    worst = verify(wrapped, OnnxTextBackbone(session, hf_model.config), vocab)
+    if worst > 1.0:
+        raise EngineError(
+            f"the ONNX text backbone differs from the torch one by {worst:.3g} x the tolerance "
+            f"(rtol = atol = {RTOL}) on random tokens"
+        )
+    return session
+
+
+def verify(reference: nn.Module, candidate: OnnxTextBackbone, vocab: int, seed: int = 0) -> float:
+    """The largest ``|candidate - reference| / (atol + rtol |reference|)`` over the hidden states of real
+    tokens, at every shape of ``CHECK_SHAPES`` (at most 1: they agree)."""
+    generator = torch.Generator().manual_seed(seed)
+    worst = 0.0
+    with torch.no_grad():
+        for items, width in CHECK_SHAPES:
+            ids, mask = _tokens(generator, items, width, vocab)
+            expected = reference(ids, mask)
+            got = candidate(input_ids=ids, attention_mask=mask).last_hidden_state
+            if got.shape != expected.shape:
+                return float("inf")
+            real = mask.bool()
+            ratio = (got - expected).abs()[real] / (ATOL + RTOL * expected.abs()[real])
+            worst = max(worst, float(ratio.max()))
+    return worst
+
+
+def _tokens(generator: torch.Generator, items: int, width: int, vocab: int) -> tuple[torch.Tensor, ...]:
+    """Random ids ``[items, width]`` and a mask whose last row (when there are two or more tokens) is cut
+    to about half the width, as a padded batch is."""
+    ids = torch.randint(1, max(vocab, 2), (items, width), generator=generator)
+    mask = torch.ones(items, width, dtype=torch.long)
+    if width > 1:
+        mask[-1, width // 2 + 1 :] = 0
+        ids[-1, width // 2 + 1 :] = 0
+    return ids, mask
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """The exporter's warnings and progress lines are not the service's business."""
+    exporter_logs = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript", "torch.export")]
+    levels = [log.level for log in exporter_logs]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for log in exporter_logs:
+            log.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            for log, level in zip(exporter_logs, levels):
+                log.setLevel(level)

@@ -1,0 +1,128 @@
+"""Text backbones on ONNX Runtime (``serving.onnx_backbone``; issue 11, add -> visible): the same vectors
+as torch on padded batches, the text side of a mixture swapped and its image side not, a backbone that
+disagrees with torch refused (``auto`` keeps torch and says why), and every reason it cannot be used named
+(no package, no text backbone, a GPU, a trunk cache)."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+
+from transrec.serving.onnx_backbone import (
+    EngineError,
+    OnnxTextBackbone,
+    accelerate_text_backbones,
+    text_encoders,
+)
+
+from .exports import build_export
+from .http_cases import load, png
+
+pytest.importorskip("onnxruntime")
+
+RECORDS = [
+    {"text": "a quiet film about the sea and the people who live by it"},
+    {"text": "x"},
+    {"text": "space opera with robots, part two"},
+]
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory):
+    root = tmp_path_factory.mktemp("exports")
+    return {kind: build_export(root, kind) for kind in ("text", "mom", "id")}
+
+
+def vectors(recommender, records):
+    with torch.no_grad():
+        return recommender._model.encode_items(
+            recommender._preprocessor.batch(recommender._preprocessor.prepare(records))
+        )
+
+
+def test_onnxruntime_gives_the_torch_vectors_on_a_padded_batch(exports):
+    recommender = load(exports["text"].directory)
+    torch_vectors = vectors(recommender, RECORDS)
+    choice = accelerate_text_backbones(recommender._model, "onnxruntime")
+    (encoder,) = text_encoders(recommender._model)
+    assert isinstance(encoder.backbone.model, OnnxTextBackbone)
+    assert choice.engine == "onnxruntime" and "ONNX Runtime" in choice.detail
+    onnx_vectors = vectors(recommender, RECORDS)
+    assert onnx_vectors.shape == torch_vectors.shape
+    torch.testing.assert_close(onnx_vectors, torch_vectors, rtol=0, atol=1e-5)
+    # each item alone (no padding): the same vectors again
+    for k, record in enumerate(RECORDS):
+        torch.testing.assert_close(vectors(recommender, [record])[0], torch_vectors[k], rtol=0, atol=1e-5)
+
+
+def test_the_text_side_of_a_mixture_is_swapped_and_its_image_side_is_not(exports):
+    recommender = load(exports["mom"].directory)
+    records = [*RECORDS, {"image": png(colour=(10, 200, 30))}, {"image": png(40, 20)}]
+    torch_vectors = vectors(recommender, records)
+    images_before = [m for m in recommender._model.modules() if type(m).__name__ == "ImageEncoder"]
+    assert accelerate_text_backbones(recommender._model, "auto").engine == "onnxruntime"
+    assert all(type(m.backbone.model).__name__ != "OnnxTextBackbone" for m in images_before)
+    torch.testing.assert_close(vectors(recommender, records), torch_vectors, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("fault", ["off by a little", "ignores padding"])
+def test_a_backbone_that_disagrees_with_torch_is_refused_and_auto_keeps_torch(exports, monkeypatch, fault):
+    real_forward = OnnxTextBackbone.forward
+
+    def off_by_a_little(self, input_ids, attention_mask):
+        out = real_forward(self, input_ids=input_ids, attention_mask=attention_mask)
+        out.last_hidden_state[..., 0] += 1e-3  # ten times the tolerance
+        return out
+
+    def ignores_padding(self, input_ids, attention_mask):  # as a graph traced without a padded example
+        return real_forward(self, input_ids=input_ids, attention_mask=torch.ones_like(attention_mask))
+
+    faulty = off_by_a_little if fault == "off by a little" else ignores_padding
+    monkeypatch.setattr(OnnxTextBackbone, "forward", faulty)
+    recommender = load(exports["text"].directory)
+    with pytest.raises(EngineError, match="differs from the torch one"):
+        accelerate_text_backbones(recommender._model, "onnxruntime")
+    choice = accelerate_text_backbones(recommender._model, "auto")
+    assert choice.engine == "torch" and "differs from the torch one" in choice.detail
+    (encoder,) = text_encoders(recommender._model)
+    assert not isinstance(encoder.backbone.model, OnnxTextBackbone)  # left as it was
+
+
+@pytest.mark.parametrize(
+    ("kind", "setup", "reason"),
+    [
+        ("id", None, "no text backbone"),
+        ("text", "no-package", "'onnxruntime' is not installed"),
+        ("text", "gpu", "on the CPU only"),
+        ("text", "trunk", "trunk cache"),
+    ],
+)
+def test_each_reason_it_cannot_be_used_is_named(exports, monkeypatch, kind, setup, reason):
+    recommender = load(exports[kind].directory)
+    device = "cuda" if setup == "gpu" else "cpu"
+    if setup == "no-package":
+        monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    if setup == "trunk":
+        (encoder,) = text_encoders(recommender._model)
+        monkeypatch.setattr(encoder, "trunk_store", object())
+    with pytest.raises(EngineError, match=reason):
+        accelerate_text_backbones(recommender._model, "onnxruntime", device=device)
+    choice = accelerate_text_backbones(recommender._model, "auto", device=device)
+    assert choice.engine == "torch" and reason in choice.detail
+    assert accelerate_text_backbones(recommender._model, "torch").engine == "torch"
+    assert not any(isinstance(m, OnnxTextBackbone) for m in recommender._model.modules())
+
+
+def test_unknown_engines_and_unexpected_backbone_arguments_are_refused(exports):
+    recommender = load(exports["text"].directory)
+    with pytest.raises(ValueError, match="engine must be one of"):
+        accelerate_text_backbones(recommender._model, "tensorrt")
+    accelerate_text_backbones(recommender._model, "onnxruntime")
+    (encoder,) = text_encoders(recommender._model)
+    ids = torch.ones(1, 3, dtype=torch.long)
+    with pytest.raises(TypeError, match="input_ids and attention_mask"):
+        encoder.backbone.model(input_ids=ids, attention_mask=ids, output_hidden_states=True)
+    with pytest.raises(TypeError, match="input_ids and attention_mask"):
+        encoder.backbone.model(input_ids=ids)
