@@ -99,6 +99,21 @@ def test_the_process_encodes_what_the_serving_process_encodes(writable, text_pro
     assert (process.requests, process.calls) == (requests + 1, calls + 1)
 
 
+def test_content_records_of_histories_are_encoded_by_the_process_too(exports, text_process):
+    """A history that mixes catalogue ids and content records (TransRec): its records go to the encoder
+    process (off the serving process's GIL), with the recommendation the serving process would give."""
+    here = load(exports["text"].directory)  # the same catalogue, no encoder process
+    catalogue = here.recommend([], k=3).items
+    history = [catalogue[0], {"text": "a quiet film about the sea"}, catalogue[1], {"text": "robots"}]
+    expected = here.recommend(history, k=5)
+    process = text_process.start_encoder_process()
+    requests, calls = process.requests, process.calls
+    got = text_process.recommend(history, k=5)
+    assert (process.requests, process.calls) == (requests + 1, calls + 1)  # both records, one pass
+    assert got.items == expected.items and got.used_history == expected.used_history == 4
+    torch.testing.assert_close(torch.tensor(got.scores), torch.tensor(expected.scores), rtol=0, atol=1e-5)
+
+
 def test_an_engine_that_cannot_run_is_a_start_error_saying_why(exports):
     """``onnxruntime`` asked for an ID model (no text backbone): the start fails, naming the reason."""
     with pytest.raises(EncoderStartError, match="no text backbone"):

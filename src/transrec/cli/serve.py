@@ -7,10 +7,11 @@ The export is loaded (and its checksums verified) before the server starts: a mi
 or a port that is taken, is a one-line error (exit 2). The URL is logged once the socket listens; Ctrl-C
 (or SIGTERM) stops the server after the requests in flight and exits 0. One process serves: items added
 through ``POST /items`` live in that process's catalogue (and in the export directory), so the command
-offers no ``--workers``, which would give each worker a catalogue of its own. Items added are encoded in
-a second process, started with the service and stopped with it (``serving.encoder_process``: the item
-encoder's forward pass then does not hold the serving process's GIL); ``--encode-in-process`` encodes
-them in the serving process instead.
+offers no ``--workers``, which would give each worker a catalogue of its own. Items added, and the
+content records of histories, are encoded in a second process, started with the service and stopped with
+it (``serving.encoder_process``: the item encoder's forward pass then does not hold the serving process's
+GIL; ``--encoder-engine`` says what runs its text backbone); ``--encode-in-process`` encodes them in the
+serving process instead.
 """
 
 from __future__ import annotations

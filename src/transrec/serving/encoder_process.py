@@ -26,7 +26,8 @@ process goes away, the socket closes and the encoder process exits.
 
 When the process dies (killed, out of memory) or stops answering within ``timeout_s``, ``encode`` starts a
 new one and sends the request once more; if that fails too it raises ``ContentError("encode_failed")``
-(422: the add changes nothing and says why), and the next call starts a process again.
+(422: the add, or the recommendation whose history held a content record, changes nothing and says
+why), and the next call starts a process again.
 """
 
 from __future__ import annotations
@@ -244,7 +245,7 @@ class EncoderProcess:
             "encode_failed",
             "the item encoder's process failed while encoding this item, twice ("
             + "; ".join(problems)
-            + "); nothing was added, the next add starts a new process",
+            + "); nothing was added or changed, the next request starts a new process",
         )
 
     def _request(self, arrays: dict[str, np.ndarray | None]) -> torch.Tensor:

@@ -21,7 +21,8 @@ their own lock), then takes it exclusively only to apply the change to the index
 reader sees a half-applied change. Whatever fails before that (a bad record, a duplicate, a full disk) leaves
 the index and the files as they were. Adds that finish encoding while another change is being written
 are committed together, by one write and one exclusive section (``_commit_adds``), each with its own
-outcome; with ``start_encoder_process`` their encoding runs in another process, off this one's GIL.
+outcome; with ``start_encoder_process`` their encoding (and that of the content records in histories)
+runs in another process, off this one's GIL.
 """
 
 from __future__ import annotations
@@ -229,7 +230,7 @@ class Recommender:
             (u, t, e) for u, h in enumerate(histories) for t, e in enumerate(h) if isinstance(e, Mapping)
         ]
         prepared = [self._preprocessor.prepare_one(e, f"history {u} entry {t}") for u, t, e in records]
-        record_vectors = self._encode(prepared)
+        record_vectors = self._encode(prepared, self._encoder_process)
         record_row = {(u, t): j for j, (u, t, _) in enumerate(records)}
         answers: list[Recommendation | None] = [None] * len(histories)
         # Two short read sections: the catalogue is read (ids resolved, the vectors of the histories'
@@ -457,12 +458,12 @@ class Recommender:
 
     # -- writing -------------------------------------------------------------------------------------------
     def start_encoder_process(self, **options: Any) -> EncoderProcess:
-        """From now on ``add_items`` encodes in a process of its own holding a copy of the item encoder
-        (``serving.encoder_process``: the forward pass runs off this process's GIL, so an add no longer
-        slows the requests served meanwhile). Returns once that process has loaded the model (a few
-        seconds; about 10 more for MiniLM when its text backbone is exported to ONNX Runtime, the default
-        ``engine="auto"`` where the ``[onnx]`` extra is installed); ``options`` go to ``EncoderProcess``
-        (``engine``, ``torch_threads``, timeouts). Records in histories are still encoded here, on torch.
+        """From now on ``add_items``, and ``recommend`` for the content records of histories, encode in a
+        process of their own holding a copy of the item encoder (``serving.encoder_process``: the forward
+        pass runs off this process's GIL, so it no longer slows the requests served meanwhile). Returns
+        once that process has loaded the model (a few seconds; about 10 more for MiniLM when its text
+        backbone is exported to ONNX Runtime, the default ``engine="auto"`` where the ``[onnx]`` extra is
+        installed); ``options`` go to ``EncoderProcess`` (``engine``, ``torch_threads``, timeouts).
         Idempotent; ``stop_encoder_process`` ends it."""
         if self._encoder_process is None:
             self._encoder_process = EncoderProcess(
@@ -475,7 +476,8 @@ class Recommender:
         return self._encoder_process
 
     def stop_encoder_process(self) -> None:
-        """Stop the encoder process (``start_encoder_process``): adds are encoded here again."""
+        """Stop the encoder process (``start_encoder_process``): adds and history records are encoded here
+        again."""
         process, self._encoder_process = self._encoder_process, None
         if process is not None:
             process.close()
