@@ -57,6 +57,23 @@ def test_onnxruntime_gives_the_torch_vectors_on_a_padded_batch(exports):
         torch.testing.assert_close(vectors(recommender, [record])[0], torch_vectors[k], rtol=0, atol=1e-5)
 
 
+def test_a_swapped_top_k_backbone_still_switches_modes_and_refuses_a_cached_trunk(exports):
+    """A backbone with frozen lower blocks (freeze top_k, as the demo's HasPT): ``train()``/``eval()``
+    address those blocks by name, so after the swap they must not look for them any more."""
+    from transrec.models.item_encoders import build_item_encoder
+    from transrec.models.item_encoders.text import tiny_text
+
+    encoder = build_item_encoder("text", 8, 10, tiny_text(vocab_size=500, freeze="top_k", trainable_blocks=1))
+    assert encoder.backbone.frozen_modules and encoder.backbone.trunk is not None
+    encoder.eval()
+    accelerate_text_backbones(encoder, "onnxruntime")
+    encoder.train()
+    encoder.eval()
+    ids = torch.ones(1, 3, dtype=torch.long)
+    with pytest.raises(ValueError, match="cached trunk"):
+        encoder.backbone(input_ids=ids, attention_mask=ids, trunk=torch.zeros(1, 3, 32))
+
+
 def test_the_text_side_of_a_mixture_is_swapped_and_its_image_side_is_not(exports):
     recommender = load(exports["mom"].directory)
     records = [*RECORDS, {"image": png(colour=(10, 200, 30))}, {"image": png(40, 20)}]

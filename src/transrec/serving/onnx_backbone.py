@@ -147,7 +147,7 @@ def _swap_all(model: nn.Module, threads: int, device: str) -> int:
     # Every backbone is exported and checked before any is swapped: a failure leaves the model as it was.
     sessions = [_export(encoder.backbone.model, ort, threads) for encoder in encoders]
     for encoder, session in zip(encoders, sessions):
-        encoder.backbone.model = OnnxTextBackbone(session, encoder.backbone.model.config)
+        encoder.backbone.swap_model(OnnxTextBackbone(session, encoder.backbone.model.config))
     return len(encoders)
 
 

@@ -112,6 +112,15 @@ class FrozenBackbone(nn.Module):
         with context:
             return self.model(*args, **kwargs)
 
+    def swap_model(self, model: nn.Module) -> nn.Module:
+        """Put ``model`` in place of the wrapped model: a stand-in with the same forward, for inference
+        (``serving.onnx_backbone`` swaps in an ONNX Runtime session). The trunk replay and the list of
+        frozen submodules address the old model's blocks, so they go with it (``train``/``eval`` then
+        touch only ``model``'s own submodules, and a cached trunk is refused). Returns the old model."""
+        old, self.model = self.model, model
+        self.trunk, self.frozen_modules = None, fully_frozen_modules(model, "")
+        return old
+
     def train(self, mode: bool = True) -> FrozenBackbone:
         super().train(mode)
         for name in self.frozen_modules:
