@@ -173,3 +173,21 @@ def test_the_packaged_minilm_on_onnxruntime_gives_the_torch_vectors():
     assert isinstance(encoder.backbone.model, OnnxTextBackbone)
     with torch.no_grad():
         torch.testing.assert_close(encoder(batch), expected, rtol=0, atol=1e-5)
+
+
+def test_the_text_side_of_pmmrec_merge_attention_is_swapped_with_the_same_output():
+    """``mm`` reads the text backbone's token states (not only a pooled vector) for its merge attention."""
+    from tests.models.item_encoders.builders import VOCAB, D, items
+    from transrec.models.item_encoders import build_item_encoder
+    from transrec.models.item_encoders.multimodal import pmmrec_tiny
+
+    torch.manual_seed(0)
+    encoder = build_item_encoder("mm", D, 10, pmmrec_tiny(vocab_size=VOCAB)).eval()
+    batch = items([2, 5, 3], n_images=3)
+    with torch.no_grad():
+        expected = encoder(batch)
+    assert accelerate_text_backbones(encoder, "onnxruntime").engine == "onnxruntime"
+    assert isinstance(encoder.text.backbone.model, OnnxTextBackbone)
+    assert not isinstance(encoder.image.backbone.model, OnnxTextBackbone)
+    with torch.no_grad():
+        torch.testing.assert_close(encoder(batch), expected, rtol=0, atol=1e-5)
