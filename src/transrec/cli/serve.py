@@ -23,7 +23,7 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def add_parser(commands) -> None:
     batching = serve.add_argument_group("micro-batching of POST /recommend")
     batching.add_argument(
         "--batch-wait-ms",
-        type=_non_negative_float,
+        type=_float_above(0, inclusive=True),
         default=2.0,
         help="how long the first request of a batch waits for others (default 2; 0: no waiting, requests "
         "that queued meanwhile are still answered together)",
@@ -122,7 +122,7 @@ def add_parser(commands) -> None:
     )
     runtime.add_argument(
         "--switch-interval-ms",
-        type=_positive_float,
+        type=_float_above(0),
         default=None,
         help="Python's thread switch interval in ms (sys.setswitchinterval; default: Python's, 5 ms): how "
         "long a thread that needs the GIL back (after a socket read, a file write, a torch operator) may "
@@ -215,24 +215,20 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text!r}")
-    return value
+def _float_above(floor: float, inclusive: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite number above ``floor`` (at least ``floor`` when ``inclusive``)."""
+    bound = f"of at least {floor:g}" if inclusive else f"above {floor:g}"
 
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")  # fails both comparisons below
+        if not ((value >= floor if inclusive else value > floor) and value < float("inf")):
+            raise argparse.ArgumentTypeError(f"must be a number {bound}, got {text!r}")
+        return value
 
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number of at least 0, got {text!r}")
-    return value
+    return parse
 
 
 def _raise_interrupt(signum, frame) -> None:

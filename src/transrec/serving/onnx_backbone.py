@@ -41,8 +41,6 @@ from torch import nn
 from transrec.errors import UserError
 from transrec.utils.packages import install_command
 
-logger = logging.getLogger(__name__)
-
 ENGINES = ("auto", "torch", "onnxruntime")
 
 #: Shapes ``[items, tokens]`` the exported backbone is checked at; the last row of each is cut to about
@@ -122,18 +120,18 @@ def accelerate_text_backbones(
     if engine == "torch":
         return EngineChoice("torch", "asked for")
     try:
-        count = _swap_all(model, threads, device)
+        count, version = _swap_all(model, threads, device)
     except EngineError as err:
         if engine == "onnxruntime":
             raise
         return EngineChoice("torch", f"ONNX Runtime not used: {err}")
-    version = _import("onnxruntime").__version__
     return EngineChoice(
         "onnxruntime", f"{count} text backbone(s) on ONNX Runtime {version}, {threads} thread(s)"
     )
 
 
-def _swap_all(model: nn.Module, threads: int, device: str) -> int:
+def _swap_all(model: nn.Module, threads: int, device: str) -> tuple[int, str]:
+    """Swap every text backbone of ``model``; returns how many, and ONNX Runtime's version."""
     encoders = text_encoders(model)
     if not encoders:
         raise EngineError("the model has no text backbone to run (image backbones stay in torch)")
@@ -148,7 +146,7 @@ def _swap_all(model: nn.Module, threads: int, device: str) -> int:
     sessions = [_export(encoder.backbone.model, ort, threads) for encoder in encoders]
     for encoder, session in zip(encoders, sessions):
         encoder.backbone.swap_model(OnnxTextBackbone(session, encoder.backbone.model.config))
-    return len(encoders)
+    return len(encoders), ort.__version__
 
 
 def _import(module: str) -> Any:
