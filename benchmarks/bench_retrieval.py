@@ -1,8 +1,9 @@
 """Query latency of the retrieval indexes (transrec.serving) and recall@10 of the approximate ones.
 
-For each data set and size N: build each kind (exact, faiss-flat, and the approximate faiss-hnsw and
-faiss-ivf with their default parameters, printed, and in the last column the parameters in force for
-that size: faiss-hnsw's m, ef_construction, ef_search, storage and refine, faiss-ivf's nlist), then
+For each data set and size N: build each kind (exact, faiss-flat, and the approximate faiss-hnsw,
+faiss-ivf and faiss-pq with their default parameters, printed, and in the last column the parameters in
+force for that size: faiss-hnsw's m, ef_construction, ef_search, storage and refine, faiss-ivf's nlist,
+faiss-pq's m and refine), then
 time searches of k = 10 for a batch of 1 query (the median and the fastest of --single-queries queries)
 and a batch of 64 (median over --batches batches), and the recall@10 of each kind against exact over
 256 queries: |top-10 & exact top-10| / 10, averaged. On a machine that other processes load, the median
@@ -19,7 +20,7 @@ Two data sets (d = 64 by default):
 
 One run; timings on shared machines vary, compare within a run. Each data set and size draws its vectors
 from its own seeded generator, so a run of one size sees the same vectors as a run of all of them.
-``--index-cache DIR`` saves each built approximate index there (``RetrievalIndex.save``) and loads it
+``--index-cache DIR`` saves each built HNSW or IVF index there (``RetrievalIndex.save``) and loads it
 on the next run with the same data, size, seed and parameters (the build column then says ``cached``):
 an HNSW graph of 10^6 items takes many minutes to build, and its search timings are best taken on an
 idle machine, which the build need not wait for.
@@ -42,7 +43,7 @@ import torch
 
 from transrec.serving import INDEXES, build_index, load_index
 
-KINDS = ("exact", "faiss-flat", "faiss-hnsw", "faiss-ivf")
+KINDS = ("exact", "faiss-flat", "faiss-hnsw", "faiss-ivf", "faiss-pq")
 CENTRES = 1000
 
 
@@ -71,8 +72,9 @@ def vectors_of(data: str, n: int, n_queries: int, dim: int, noise: float, g: tor
 
 
 def built(kind: str, vectors: torch.Tensor, ids: torch.Tensor, cache: Path | None, key: dict):
-    """``(index, build seconds or None when loaded from cache)``; exact and faiss-flat are never cached."""
-    if cache is None or kind in ("exact", "faiss-flat"):
+    """``(index, build seconds or None when loaded from cache)``; exact, faiss-flat and faiss-pq (seconds
+    to build at 10^6) are never cached."""
+    if cache is None or kind in ("exact", "faiss-flat", "faiss-pq"):
         start = time.perf_counter()
         index = build_index(kind, vectors, ids)
         return index, time.perf_counter() - start
@@ -99,6 +101,8 @@ def in_force(index) -> str:
         )
     if index.kind == "faiss-ivf":
         return f"nlist {index.nlist}"
+    if index.kind == "faiss-pq":
+        return f"m {index.sub_vectors}, refine {index.parameters['refine']}"
     return ""
 
 

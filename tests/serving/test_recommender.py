@@ -438,7 +438,7 @@ def test_a_write_killed_before_its_commit_point_leaves_the_old_state(exports, wr
     assert reloaded.catalogue_size == exports["text"].dataset.n_items + 2 and reloaded.item("next")["added"]
 
 
-@pytest.mark.parametrize("index", ["faiss-flat", "faiss-hnsw"])
+@pytest.mark.parametrize("index", ["faiss-flat", "faiss-hnsw", "faiss-pq"])
 def test_faiss_indexes_answer_like_the_exact_one_through_adds_and_removes(exports, tmp_path, index):
     pytest.importorskip("faiss")
     data, source = exports["text"].dataset, exports["text"].directory

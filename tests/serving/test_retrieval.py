@@ -1,5 +1,5 @@
-"""Retrieval behind one interface (issue 11, section 3): exact, faiss-flat, faiss-hnsw and faiss-ivf answer
-alike, and one index may be searched, changed and cloned from many threads at once."""
+"""Retrieval behind one interface (issue 11, section 3): exact, faiss-flat, faiss-hnsw, faiss-ivf and faiss-pq
+answer alike, and one index may be searched, changed and cloned from many threads at once."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch
 
 from transrec.errors import UserError
 from transrec.serving import INDEXES, RetrievalError, build_index, load_index
-from transrec.serving.retrieval_faiss import hnsw_ef_search
+from transrec.serving.retrieval_faiss import hnsw_ef_search, pq_sub_vectors
 from transrec.utils.packages import MissingPackageError
 
 
@@ -33,6 +33,7 @@ ALL_KINDS = [
     pytest.param("faiss-hnsw", marks=needs_faiss),  # its defaults: 8-bit codes, candidates re-ranked
     pytest.param("faiss-hnsw/flat", marks=needs_faiss),
     pytest.param("faiss-ivf", marks=needs_faiss),
+    pytest.param("faiss-pq", marks=needs_faiss),  # 4-bit codes scanned in full, candidates re-ranked
 ]
 FLAT_KINDS = ["exact", pytest.param("faiss-flat", marks=needs_faiss)]
 # Variants of a kind in ALL_KINDS: name -> (kind, parameters).
@@ -89,8 +90,8 @@ def brute_force(vectors, ids, queries, k, exclude=None):
     return torch.tensor(out_scores), torch.tensor(out_ids)
 
 
-def test_the_registry_holds_the_four_kinds():
-    assert INDEXES.names() == ["exact", "faiss-flat", "faiss-hnsw", "faiss-ivf"]
+def test_the_registry_holds_the_five_kinds():
+    assert INDEXES.names() == ["exact", "faiss-flat", "faiss-hnsw", "faiss-ivf", "faiss-pq"]
 
 
 @pytest.mark.parametrize("chunk_size", [1, 7, 64, 1000])
@@ -233,7 +234,12 @@ def test_searches_during_adds_and_removes_see_the_index_before_or_after_each_cha
     newcomer = queries[:4].sum(0, keepdim=True)  # in the top 20 of some queries, not of others
     ids = torch.arange(1, n + 1)
     # Search exhaustively on the approximate kinds too, so that both states have one right answer.
-    parameters = {"exact": {"chunk_size": 64}, "faiss-hnsw": {"ef_search": n + 1}, "faiss-ivf": {"nprobe": n}}
+    parameters = {
+        "exact": {"chunk_size": 64},
+        "faiss-hnsw": {"ef_search": n + 1},
+        "faiss-ivf": {"nprobe": n},
+        "faiss-pq": {"refine": n},
+    }
     index = build(kind, vectors, ids, **parameters.get(VARIANTS.get(kind, (kind,))[0], {}))
     without = index.search(queries, 20)[1]
     index.add(newcomer, [0])
@@ -355,6 +361,52 @@ def test_hnsw_storage_sets_the_faiss_index_and_a_save_without_it_loads_as_flat(t
         build_index("faiss-hnsw", vectors, ids, storage="pq")
     with pytest.raises(RetrievalError, match="faiss-hnsw: refine must be an integer >= 1, got 0"):
         build_index("faiss-hnsw", vectors, ids, refine=0)
+
+
+@needs_faiss
+def test_pq_returns_exact_scores_and_more_candidates_give_the_exact_top_k():
+    vectors, ids, queries = random_set(3000, d=16, seed=4, q=20)
+    want_scores, want_ids = brute_force(vectors, ids, queries, 10)
+    by_id = dict(zip(ids.tolist(), vectors))
+    # refine 1: 11 candidates from the 4-bit codes alone: not the exact top 10, but each result carries
+    # its exact score, in order, never the code's approximate one.
+    scores, found = build_index("faiss-pq", vectors, ids, refine=1).search(queries, 10)
+    assert not torch.equal(found, want_ids)
+    exact = torch.stack([torch.stack([by_id[int(i)] @ q for i in row]) for row, q in zip(found, queries)])
+    torch.testing.assert_close(scores, exact, rtol=0, atol=1e-5)
+    assert (scores[:, :-1] >= scores[:, 1:]).all()
+    # refine 100: 1,100 candidates of 3,000: the exact top 10 among them, ordered exactly.
+    scores, found = build_index("faiss-pq", vectors, ids, refine=100).search(queries, 10)
+    assert torch.equal(found, want_ids)
+    torch.testing.assert_close(scores, want_scores, rtol=0, atol=1e-5)
+
+
+@needs_faiss
+def test_pq_recall_at_10_against_exact_with_default_parameters():
+    vectors, ids, queries = random_set(20_000, d=64, seed=1, q=200)
+    _, exact = build_index("exact", vectors, ids).search(queries, 10)
+    index = build_index("faiss-pq", vectors, ids)
+    assert (index.sub_vectors, index.parameters["refine"]) == (32, 48)
+    _, approx = index.search(queries, 10)
+    hits = sum(len(set(a.tolist()) & set(e.tolist())) for a, e in zip(approx, exact))
+    assert hits / exact.numel() >= 0.95
+
+
+@needs_faiss
+def test_pq_parameters_are_checked_and_small_catalogues_train_without_faiss_warnings(capfd):
+    vectors, ids, _ = random_set(100, d=12)
+    assert [pq_sub_vectors(d) for d in (64, 12, 7, 1)] == [32, 6, 7, 1]
+    assert build_index("faiss-pq", vectors, ids).sub_vectors == 6
+    assert build_index("faiss-pq", vectors, ids, m=3).sub_vectors == 3
+    assert "WARNING" not in capfd.readouterr().err  # FAISS's k-means asks for 39 items per codeword
+    with pytest.raises(RetrievalError, match="faiss-pq: m 5 does not divide the vectors' dimension 12"):
+        build_index("faiss-pq", vectors, ids, m=5)
+    with pytest.raises(RetrievalError, match="needs at least 16 items, got 15; use 'exact'"):
+        build_index("faiss-pq", vectors[:15], ids[:15])
+    build_index("faiss-pq", vectors[:16], ids[:16])
+    for name, value in (("m", 0), ("refine", 0), ("seed", -1), ("refine", True)):
+        with pytest.raises(RetrievalError, match=f"faiss-pq: {name} must be an integer >= "):
+            build_index("faiss-pq", vectors, ids, **{name: value})
 
 
 def test_load_of_a_missing_directory_is_a_user_error(tmp_path):

@@ -36,8 +36,8 @@ Kinds (``INDEXES``, a ``Registry``; ``build_index(kind, vectors, ids, **paramete
   running top k. No extra dependency.
 - ``faiss-flat``: FAISS's exact ``IndexFlatIP`` inside an ``IndexIDMap2``. Needs ``faiss-cpu``
   (``pip install 'transrec[serving]'``).
-- ``faiss-hnsw`` and ``faiss-ivf``: approximate FAISS indexes; see ``transrec.serving.retrieval_faiss``
-  for their parameters, defaults and measured recall.
+- ``faiss-hnsw``, ``faiss-ivf`` and ``faiss-pq``: approximate FAISS indexes; see
+  ``transrec.serving.retrieval_faiss`` for their parameters, defaults and measured recall.
 
 Every index keeps its vectors (sorted by id) in memory next to the backend's own copy: that is what
 ``save`` writes and what the approximate kinds rebuild from.
