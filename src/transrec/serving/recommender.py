@@ -151,8 +151,8 @@ class Recommender:
         verify: bool = True,
     ) -> Recommender:
         """Open the export in ``export_dir`` with its ``added/`` items, under a retrieval index of kind
-        ``index`` (``serving.retrieval.INDEXES``: exact, faiss-flat, faiss-hnsw; ``index_parameters``
-        go to it). With ``verify`` every file is checked against its SHA-256 first (ExportError naming
+        ``index`` (``serving.retrieval.INDEXES``: exact, faiss-flat, faiss-hnsw, faiss-ivf, faiss-pq;
+        ``index_parameters`` go to it). With ``verify`` every file is checked against its SHA-256 first (ExportError naming
         the files that differ)."""
         device = torch.device(device)
         bundle = open_export(export_dir, verify=verify, device=device)
