@@ -166,6 +166,24 @@ def test_a_killed_process_is_replaced_and_the_add_succeeds(writable):
     assert "after-kill" in recommender.recommend(history, k=recommender.catalogue_size).items
 
 
+def test_a_replacement_process_loads_the_onnx_graph_the_first_kept_in_the_export(writable):
+    pytest.importorskip("onnxruntime")
+    recommender = writable("text")
+    process = recommender.start_encoder_process(engine="onnxruntime")
+    assert process.engine_choice.detail.endswith("0 of 1 graph(s) from the cache")
+    kept = list((recommender._bundle.directory / "cache").glob("text-backbone-*.onnx"))
+    assert len(kept) == 1
+    first = process.pid
+    os.kill(first, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while alive(first) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert recommender.add_items([{"id": "after-kill", "text": "a film added after the crash"}]) == [
+        "after-kill"
+    ]
+    assert process.starts == 2 and process.engine_choice.detail.endswith("1 of 1 graph(s) from the cache")
+
+
 @pytest.mark.slow  # three process starts: 36 s at a load average of 10
 def test_a_process_that_dies_on_every_try_refuses_the_add_over_http_and_changes_nothing(
     writable, monkeypatch

@@ -1,19 +1,23 @@
 """Text backbones on ONNX Runtime (``serving.onnx_backbone``; issue 11, add -> visible): the same vectors
 as torch on padded batches, the text side of a mixture swapped and its image side not, a backbone that
-disagrees with torch refused (``auto`` keeps torch and says why), and every reason it cannot be used named
-(no package, no text backbone, a GPU, a trunk cache)."""
+disagrees with torch refused (``auto`` keeps torch and says why), every reason it cannot be used named
+(no package, no text backbone, a GPU, a trunk cache), and exported graphs kept in a cache that is
+checked like a fresh export."""
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import pytest
 import torch
 
+from transrec.serving import onnx_backbone
 from transrec.serving.onnx_backbone import (
     EngineError,
     OnnxTextBackbone,
     accelerate_text_backbones,
+    graph_key,
     text_encoders,
 )
 
@@ -191,3 +195,74 @@ def test_the_text_side_of_pmmrec_merge_attention_is_swapped_with_the_same_output
     assert not isinstance(encoder.image.backbone.model, OnnxTextBackbone)
     with torch.no_grad():
         torch.testing.assert_close(encoder(batch), expected, rtol=0, atol=1e-5)
+
+
+def _cached_graphs(directory):
+    return sorted(p.name for p in directory.iterdir()) if directory.is_dir() else []
+
+
+def test_a_kept_graph_is_loaded_instead_of_exported_and_gives_the_torch_vectors(
+    exports, tmp_path, monkeypatch
+):
+    cache = tmp_path / "cache"
+    first = load(exports["text"].directory)
+    torch_vectors = vectors(first, RECORDS)
+    (encoder,) = text_encoders(first._model)
+    key = graph_key(encoder.backbone.model)
+    choice = accelerate_text_backbones(first._model, "onnxruntime", cache_dir=cache)
+    assert choice.detail.endswith("0 of 1 graph(s) from the cache")
+    assert _cached_graphs(cache) == [f"text-backbone-{key}.onnx"]  # no temporary file left
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("exported again")
+
+    monkeypatch.setattr(onnx_backbone, "_export", no_export)
+    second = load(exports["text"].directory)
+    choice = accelerate_text_backbones(second._model, "onnxruntime", cache_dir=cache)
+    assert choice.engine == "onnxruntime" and choice.detail.endswith("1 of 1 graph(s) from the cache")
+    torch.testing.assert_close(vectors(second, RECORDS), torch_vectors, rtol=0, atol=1e-5)
+
+
+def test_the_graph_key_follows_the_weights(exports):
+    a, b = load(exports["text"].directory), load(exports["text"].directory)
+    (backbone_a,), (backbone_b,) = [[e.backbone.model for e in text_encoders(r._model)] for r in (a, b)]
+    assert graph_key(backbone_a) == graph_key(backbone_b)
+    with torch.no_grad():
+        next(backbone_b.parameters()).view(-1)[0] += 1e-3
+    assert graph_key(backbone_a) != graph_key(backbone_b)
+
+
+@pytest.mark.parametrize("fault", ["damaged", "another model's"])
+def test_a_damaged_or_foreign_cached_graph_is_exported_again(exports, tmp_path, caplog, fault):
+    cache = tmp_path / "cache"
+    recommender = load(exports["text"].directory)
+    torch_vectors = vectors(recommender, RECORDS)
+    (encoder,) = text_encoders(recommender._model)
+    path = cache / f"text-backbone-{graph_key(encoder.backbone.model)}.onnx"
+    cache.mkdir()
+    if fault == "damaged":
+        path.write_bytes(b"not an onnx graph")
+    else:  # the graph of the same architecture with other weights, under this model's name
+        other = load(exports["text"].directory)
+        (other_encoder,) = text_encoders(other._model)
+        with torch.no_grad():
+            for parameter in other_encoder.backbone.model.parameters():
+                parameter.mul_(1.5)
+        accelerate_text_backbones(other._model, "onnxruntime", cache_dir=tmp_path / "other")
+        path.write_bytes(next((tmp_path / "other").iterdir()).read_bytes())
+    stale = path.read_bytes()
+    with caplog.at_level(logging.WARNING, logger="transrec.serving.onnx_backbone"):
+        choice = accelerate_text_backbones(recommender._model, "onnxruntime", cache_dir=cache)
+    assert choice.detail.endswith("0 of 1 graph(s) from the cache")
+    assert "exporting again" in caplog.text
+    torch.testing.assert_close(vectors(recommender, RECORDS), torch_vectors, rtol=0, atol=1e-5)
+    assert path.read_bytes() != stale  # replaced by the fresh export
+
+
+def test_a_cache_that_cannot_be_written_is_skipped(exports, tmp_path, caplog):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    recommender = load(exports["text"].directory)
+    with caplog.at_level(logging.WARNING, logger="transrec.serving.onnx_backbone"):
+        choice = accelerate_text_backbones(recommender._model, "onnxruntime", cache_dir=blocker / "cache")
+    assert choice.engine == "onnxruntime" and "could not keep the ONNX graph" in caplog.text

@@ -17,6 +17,9 @@ Layout (``FORMAT_VERSION`` 1):
     popularity.safetensors     "counts" int64 [n + 1]: training interactions per item (s[:-2] of each user)
     added/                     items added and removed while serving (``serving.overlay``; not in the
                                manifest: it has its own checksums)
+    cache/                     files the service derives and may rebuild at will: the ONNX graphs of the
+                               encoder process (``serving.onnx_backbone``); not in the manifest, safe to
+                               delete
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ CONTENT_FILE = "content.safetensors"
 IMAGES_DIR = "images"
 POPULARITY_FILE = "popularity.safetensors"
 ADDED_DIR = "added"
+CACHE_DIR = "cache"
 
 
 def sha256_file(path: Path) -> str:

@@ -89,6 +89,9 @@ class EncoderProcess:
         engine: what runs the text backbones: ``auto`` (default: ONNX Runtime where it can, else torch),
             ``torch``, or ``onnxruntime`` (the start fails, saying why, where it cannot); see
             ``serving.onnx_backbone``.
+        onnx_cache: where the process keeps the ONNX graphs it exports and looks for them when it (or a
+            replacement) starts (None, the default: exported at every start; ``Recommender`` passes the
+            export's ``cache/``).
     """
 
     def __init__(
@@ -101,10 +104,12 @@ class EncoderProcess:
         timeout_s: float = 60.0,
         max_batch: int = 256,
         engine: str = "auto",
+        onnx_cache: str | Path | None = None,
     ) -> None:
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
         self.engine = engine
+        self.onnx_cache = None if onnx_cache is None else Path(onnx_cache)
         self.engine_choice: EngineChoice | None = None  # what the running process uses, and why
         self.model_dir, self.device, self.torch_threads = Path(model_dir), str(device), torch_threads
         self.start_timeout_s, self.timeout_s = start_timeout_s, timeout_s
@@ -132,6 +137,8 @@ class EncoderProcess:
         command = [sys.executable, "-m", WORKER_MODULE, "--fd", str(theirs.fileno()), "--model-dir"]
         command += [str(self.model_dir), "--device", self.device, "--torch-threads", str(self.torch_threads)]
         command += ["--engine", self.engine]
+        if self.onnx_cache is not None:
+            command += ["--onnx-cache", str(self.onnx_cache)]
         env = dict(os.environ)
         # The process imports this transrec, wherever the serving process found it.
         source = str(Path(transrec.__file__).resolve().parent.parent)

@@ -19,9 +19,16 @@ import torch
 from transrec.data.item_content import ItemBatch
 
 
-def _worker_main(conn: Any, model_dir: str, device: str, torch_threads: int, engine: str = "torch") -> None:
-    """The process: load the model, put it on ``engine``, answer ``("ready", {...})``, then one answer per
-    request until ``("stop",)`` or a closed pipe."""
+def _worker_main(
+    conn: Any,
+    model_dir: str,
+    device: str,
+    torch_threads: int,
+    engine: str = "torch",
+    onnx_cache: str | None = None,
+) -> None:
+    """The process: load the model, put it on ``engine`` (exported graphs kept in ``onnx_cache``), answer
+    ``("ready", {...})``, then one answer per request until ``("stop",)`` or a closed pipe."""
     try:
         torch.set_num_threads(torch_threads)
         from transrec.models.recommender import SequentialRecommender
@@ -30,7 +37,9 @@ def _worker_main(conn: Any, model_dir: str, device: str, torch_threads: int, eng
         model = SequentialRecommender.from_pretrained(Path(model_dir), map_location=torch.device(device))
         model.eval()
         try:
-            choice = accelerate_text_backbones(model, engine, threads=torch_threads, device=device)
+            choice = accelerate_text_backbones(
+                model, engine, threads=torch_threads, device=device, cache_dir=onnx_cache
+            )
         except EngineError as err:  # engine="onnxruntime" that cannot be used: the parent says why
             conn.send(("failed", str(err)))
             return
@@ -63,8 +72,11 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--torch-threads", type=int, default=1)
     parser.add_argument("--engine", default="torch")
+    parser.add_argument("--onnx-cache", default=None)
     args = parser.parse_args()
-    _worker_main(Connection(args.fd), args.model_dir, args.device, args.torch_threads, args.engine)
+    _worker_main(
+        Connection(args.fd), args.model_dir, args.device, args.torch_threads, args.engine, args.onnx_cache
+    )
 
 
 if __name__ == "__main__":

@@ -40,7 +40,14 @@ import torch
 
 import transrec
 from transrec.evaluation.model_eval import user_vectors
-from transrec.serving.bundle import ADDED_DIR, FORMAT_VERSION, MODEL_DIR, checksum_problems, open_export
+from transrec.serving.bundle import (
+    ADDED_DIR,
+    CACHE_DIR,
+    FORMAT_VERSION,
+    MODEL_DIR,
+    checksum_problems,
+    open_export,
+)
 from transrec.serving.content import ContentLimits, PreparedItem, modality_name
 from transrec.serving.encoder_process import EncoderProcess
 from transrec.serving.errors import DuplicateItemError, ExportError, InvalidRequestError, UnknownItemError
@@ -152,8 +159,8 @@ class Recommender:
     ) -> Recommender:
         """Open the export in ``export_dir`` with its ``added/`` items, under a retrieval index of kind
         ``index`` (``serving.retrieval.INDEXES``: exact, faiss-flat, faiss-hnsw, faiss-ivf, faiss-pq;
-        ``index_parameters`` go to it). With ``verify`` every file is checked against its SHA-256 first (ExportError naming
-        the files that differ)."""
+        ``index_parameters`` go to it). With ``verify`` every file is checked against its SHA-256 first
+        (ExportError naming the files that differ)."""
         device = torch.device(device)
         bundle = open_export(export_dir, verify=verify, device=device)
         overlay_dir = Path(export_dir) / ADDED_DIR
@@ -461,11 +468,13 @@ class Recommender:
         """From now on ``add_items``, and ``recommend`` for the content records of histories, encode in a
         process of their own holding a copy of the item encoder (``serving.encoder_process``: the forward
         pass runs off this process's GIL, so it no longer slows the requests served meanwhile). Returns
-        once that process has loaded the model (a few seconds; about 10 more for MiniLM when its text
+        once that process has loaded the model (a few seconds; about 9 more for MiniLM when its text
         backbone is exported to ONNX Runtime, the default ``engine="auto"`` where the ``[onnx]`` extra is
-        installed); ``options`` go to ``EncoderProcess`` (``engine``, ``torch_threads``, timeouts).
-        Idempotent; ``stop_encoder_process`` ends it."""
+        installed; 1-3 s more at later starts, which load the graph the first kept in the export's
+        ``cache/``); ``options`` go to ``EncoderProcess`` (``engine``, ``torch_threads``, timeouts,
+        ``onnx_cache``: None keeps no graph). Idempotent; ``stop_encoder_process`` ends it."""
         if self._encoder_process is None:
+            options.setdefault("onnx_cache", self._bundle.directory / CACHE_DIR)
             self._encoder_process = EncoderProcess(
                 self._bundle.directory / MODEL_DIR,
                 self._preprocessor.batch,
