@@ -404,6 +404,13 @@ def test_pq_parameters_are_checked_and_small_catalogues_train_without_faiss_warn
     with pytest.raises(RetrievalError, match="needs at least 16 items, got 15; use 'exact'"):
         build_index("faiss-pq", vectors[:15], ids[:15])
     build_index("faiss-pq", vectors[:16], ids[:16])
+    # The seed draws the k-means samples and starts: the same seed, the same codes; another, others.
+    import faiss
+
+    def codes(seed: int) -> bytes:
+        return faiss.serialize_index(build_index("faiss-pq", vectors, ids, seed=seed)._index).tobytes()
+
+    assert codes(0) == codes(0) != codes(1)
     for name, value in (("m", 0), ("refine", 0), ("seed", -1), ("refine", True)):
         with pytest.raises(RetrievalError, match=f"faiss-pq: {name} must be an integer >= "):
             build_index("faiss-pq", vectors, ids, **{name: value})

@@ -51,8 +51,9 @@ says why). Needs ``faiss-cpu`` (``pip install 'transrec[serving]'``).
   scored exactly with the float32 vectors and the best kept, as in ``faiss-hnsw``. No graph or cells, so
   its recall does not depend on how the vectors cluster: on 10^6 random Gaussian vectors (d = 64), where
   HNSW needs a long candidate list, it reached recall@10 0.967 at about 1.3 ms a query, 12x faster than
-  exact, and builds in seconds instead of half an hour (``benchmarks/README.md``). Its cost grows with N
-  (one scan of every code), so at 10^7 items and beyond a graph or cell index wins. Items added later
+  exact, and builds in seconds instead of half an hour (``benchmarks/README.md``). Its cost grows in
+  proportion to N (one scan of every code), a graph's far more slowly, so well beyond 10^6 items a graph
+  or cell index should win (not measured). Items added later
   are encoded with the codebooks of the last ``build`` (trained again only by a new ``build``), and
   ``remove`` deletes their codes. Needs at least 16 items to train.
 """
