@@ -199,6 +199,32 @@ def test_serve_sets_torch_threads_before_loading_and_offers_every_index_kind(mon
             main(["serve", str(tmp_path), *bad])
 
 
+def test_serve_passes_index_parameters_to_the_load_and_refuses_malformed_ones(monkeypatch, tmp_path, capsys):
+    from transrec.cli.main import main
+    from transrec.serving import Recommender
+
+    seen = {}
+
+    def fake_load(export_dir, index="exact", index_parameters=None, **kwargs):
+        seen.update(index=index, parameters=index_parameters)
+        raise ConfigError("stop here: the test only needs what serve passes to the load")
+
+    monkeypatch.setattr(Recommender, "load", staticmethod(fake_load))
+    args = ["--index", "faiss-pq", "--index-param", "refine=64", "--index-param", " m = none"]
+    assert main(["serve", str(tmp_path), *args, "--index-param", "seed=3"]) == 2
+    assert seen == {"index": "faiss-pq", "parameters": {"refine": 64, "m": None, "seed": 3}}
+    assert main(["serve", str(tmp_path), "--index", "faiss-hnsw", "--index-param", "storage=flat"]) == 2
+    assert seen["parameters"] == {"storage": "flat"}
+    assert main(["serve", str(tmp_path)]) == 2 and seen["parameters"] == {}
+    seen.clear()
+    assert main(["serve", str(tmp_path), "--index-param", "refine=1", "--index-param", "refine=2"]) == 2
+    assert "--index-param given more than once for refine" in capsys.readouterr().err and seen == {}
+    for bad in ("refine", "=3", "1x=3"):
+        with pytest.raises(SystemExit):
+            main(["serve", str(tmp_path), "--index-param", bad])
+        assert "must be NAME=VALUE" in capsys.readouterr().err
+
+
 def test_serve_freezes_what_it_loaded_before_serving(monkeypatch, tmp_path):
     """The loaded model's objects are moved out of the collector's reach before the first request (a full
     collection walking them was the load test's p99)."""

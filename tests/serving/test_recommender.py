@@ -25,6 +25,7 @@ from transrec.serving import (
     DuplicateItemError,
     InvalidRequestError,
     Recommender,
+    RetrievalError,
     UnknownItemError,
     export_model,
 )
@@ -454,6 +455,22 @@ def test_faiss_indexes_answer_like_the_exact_one_through_adds_and_removes(export
             elif step == 1:
                 rec.remove_items([data.item_ids[7], "n1"])
     assert other.metadata()["index"] == index
+
+
+def test_index_parameters_reach_the_index_and_unknown_ones_are_refused_before_anything_loads(exports):
+    pytest.importorskip("faiss")
+    source = exports["text"].directory
+    rec = Recommender.load(source, index="faiss-pq", index_parameters={"refine": 7, "seed": 2})
+    assert rec.metadata()["index_parameters"] == {"m": None, "refine": 7, "seed": 2}
+    assert rec._index.parameters["refine"] == 7
+    assert Recommender.load(source).metadata()["index_parameters"] == {"chunk_size": 65536}
+    with pytest.raises(
+        RetrievalError, match="the faiss-pq index has no parameter 'ef_search'; it takes m, refine"
+    ):
+        Recommender.load(source, index="faiss-pq", index_parameters={"ef_search": 64})
+    # Checked before the export is read: a missing export is not what is reported.
+    with pytest.raises(RetrievalError, match="refine must be an integer >= 1, got 0"):
+        Recommender.load(source.parent / "no-such-export", index="faiss-pq", index_parameters={"refine": 0})
 
 
 def _blocked_forward(monkeypatch):

@@ -13,6 +13,7 @@ import torch
 
 from transrec.errors import UserError
 from transrec.serving import INDEXES, RetrievalError, build_index, load_index
+from transrec.serving.retrieval import make_index
 from transrec.serving.retrieval_faiss import hnsw_ef_search, pq_sub_vectors
 from transrec.utils.packages import MissingPackageError
 
@@ -479,6 +480,16 @@ def test_bad_input_is_a_clear_user_error(kind):
         index.search(queries, 5, exclude=[[1]])
     assert len(index) == 20  # nothing refused changed the index
     assert isinstance(RetrievalError("x"), ValueError)
+
+
+def test_a_parameter_the_kind_does_not_take_is_refused_naming_the_ones_it_takes():
+    with pytest.raises(
+        RetrievalError, match=r"the exact index has no parameter 'ef_search', 'm'; it takes chunk_size"
+    ):
+        build_index("exact", torch.randn(2, 2), [0, 1], m=3, ef_search=1)
+    with pytest.raises(RetrievalError, match="no parameter 'chunk'"):
+        make_index("exact", chunk=4)
+    assert make_index("exact", chunk_size=4).parameters == {"chunk_size": 4}
 
 
 def test_unknown_kind_names_the_known_ones():

@@ -61,6 +61,15 @@ def add_parser(commands) -> None:
         help="retrieval index: %(choices)s (default exact; faiss-*: the [serving] extra)",
     )
     serve.add_argument(
+        "--index-param",
+        type=_index_parameter,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a parameter of the index, repeatable (e.g. --index faiss-pq --index-param refine=64; "
+        "integers, decimals, none, or text; a name the index does not take is refused)",
+    )
+    serve.add_argument(
         "--torch-threads",
         type=_positive_int,
         default=1,
@@ -160,7 +169,13 @@ def run_serve(args: argparse.Namespace) -> int:
     set_torch_threads(args.torch_threads)
     if args.switch_interval_ms is not None:
         sys.setswitchinterval(args.switch_interval_ms / 1000)
-    recommender = Recommender.load(args.export_dir, index=args.index, limits=content)
+    parameters = dict(args.index_param)
+    if len(parameters) < len(args.index_param):
+        repeated = sorted({n for n, _ in args.index_param if [m for m, _ in args.index_param].count(n) > 1})
+        raise UsageError(f"--index-param given more than once for {', '.join(repeated)}")
+    recommender = Recommender.load(
+        args.export_dir, index=args.index, index_parameters=parameters, limits=content
+    )
     sock = listen(args.host, args.port)  # before the encoder process: a port in use is refused at once
     encoder_process = not args.encode_in_process
     try:
@@ -247,3 +262,21 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _index_parameter(text: str) -> tuple[str, int | float | str | None]:
+    """An argparse type: ``NAME=VALUE``, the value an integer, a decimal, ``none`` (None) or text; whether
+    the index takes that name and value is checked when it is made, before the server starts."""
+    name, sep, raw = text.partition("=")
+    name = name.strip()
+    if not sep or not name.isidentifier():
+        raise argparse.ArgumentTypeError(f"must be NAME=VALUE, e.g. refine=64, got {text!r}")
+    raw = raw.strip()
+    if raw.lower() in ("none", "null"):
+        return name, None
+    for kind in (int, float):
+        try:
+            return name, kind(raw)
+        except ValueError:
+            pass
+    return name, raw

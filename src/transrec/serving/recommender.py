@@ -53,7 +53,7 @@ from transrec.serving.encoder_process import EncoderProcess
 from transrec.serving.errors import DuplicateItemError, ExportError, InvalidRequestError, UnknownItemError
 from transrec.serving.locks import ReadWriteLock
 from transrec.serving.overlay import Overlay, read_overlay, read_overlay_files, write_overlay
-from transrec.serving.retrieval import build_index
+from transrec.serving.retrieval import build_index, make_index
 
 logger = logging.getLogger(__name__)
 
@@ -161,6 +161,7 @@ class Recommender:
         ``index`` (``serving.retrieval.INDEXES``: exact, faiss-flat, faiss-hnsw, faiss-ivf, faiss-pq;
         ``index_parameters`` go to it). With ``verify`` every file is checked against its SHA-256 first
         (ExportError naming the files that differ)."""
+        make_index(index, **(index_parameters or {}))  # a bad kind or parameter fails before the load
         device = torch.device(device)
         bundle = open_export(export_dir, verify=verify, device=device)
         overlay_dir = Path(export_dir) / ADDED_DIR
@@ -452,6 +453,7 @@ class Recommender:
                 "exported_with": manifest["versions"],
             },
             "index": self._index_kind,
+            "index_parameters": dict(self._index.parameters),
             "encoder": self._encoder_info(),
             "limits": asdict(self.limits),
         }

@@ -45,6 +45,7 @@ Every index keeps its vectors (sorted by id) in memory next to the backend's own
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import math
@@ -73,9 +74,23 @@ class RetrievalError(UserError, ValueError):
 INDEXES: Registry[type[RetrievalIndex]] = Registry("retrieval index")
 
 
+def make_index(kind: str, **parameters: Any) -> RetrievalIndex:
+    """A new, empty index of the registered ``kind`` with ``parameters``; a parameter the kind does not
+    take is a RetrievalError naming the ones it does."""
+    cls = INDEXES.get(kind)
+    accepted = [name for name in inspect.signature(cls.__init__).parameters if name != "self"]
+    unknown = sorted(set(parameters) - set(accepted))
+    if unknown:
+        takes = ", ".join(accepted) if accepted else "no parameters"
+        raise RetrievalError(
+            f"the {kind} index has no parameter {', '.join(map(repr, unknown))}; it takes {takes}"
+        )
+    return cls(**parameters)
+
+
 def build_index(kind: str, vectors: Any, ids: Any, **parameters: Any) -> RetrievalIndex:
     """A new index of the registered ``kind`` holding ``vectors`` [N, d] under ``ids`` [N]."""
-    return INDEXES.get(kind)(**parameters).build(vectors, ids)
+    return make_index(kind, **parameters).build(vectors, ids)
 
 
 def load_index(directory: str | Path) -> RetrievalIndex:
@@ -87,7 +102,7 @@ def load_index(directory: str | Path) -> RetrievalIndex:
     meta = json.loads(meta_path.read_text())
     if meta.get("format") != FORMAT_VERSION:
         raise RetrievalError(f"{meta_path}: unsupported format {meta.get('format')!r}")
-    index = INDEXES.get(meta["kind"])(**meta["parameters"])
+    index = make_index(meta["kind"], **meta["parameters"])
     tensors = load_file(str(directory / "vectors.safetensors"))
     index._set_contents(tensors["vectors"], tensors["ids"])
     if index._vectors.shape != (meta["count"], meta["dim"]):
