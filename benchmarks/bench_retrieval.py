@@ -92,18 +92,10 @@ def built(kind: str, vectors: torch.Tensor, ids: torch.Tensor, cache: Path | Non
 
 
 def in_force(index) -> str:
-    """The parameters a default index chose for its size."""
-    if index.kind == "faiss-hnsw":
-        p = index.parameters
-        return (
-            f"m {p['m']}, ef_construction {p['ef_construction']}, ef_search {index.ef_search}, "
-            f"storage {p['storage']}, refine {p['refine']}"
-        )
-    if index.kind == "faiss-ivf":
-        return f"nlist {index.nlist}"
-    if index.kind == "faiss-pq":
-        return f"m {index.sub_vectors}, refine {index.parameters['refine']}"
-    return ""
+    """The parameters of an approximate index, with the defaults it chose for its size."""
+    if index.kind in ("exact", "faiss-flat"):
+        return ""
+    return ", ".join(f"{name} {value}" for name, value in index.parameters_in_force().items())
 
 
 def main() -> None:

@@ -213,6 +213,9 @@ def test_serve_passes_index_parameters_to_the_load_and_refuses_malformed_ones(mo
     args = ["--index", "faiss-pq", "--index-param", "refine=64", "--index-param", " m = none"]
     assert main(["serve", str(tmp_path), *args, "--index-param", "seed=3"]) == 2
     assert seen == {"index": "faiss-pq", "parameters": {"refine": 64, "m": None, "seed": 3}}
+    assert type(seen["parameters"]["refine"]) is int  # an index refuses 64.0 where it takes an integer
+    assert main(["serve", str(tmp_path), "--index-param", "x=0.5", "--index-param", "y=1e3"]) == 2
+    assert seen["parameters"] == {"x": 0.5, "y": 1000.0}
     assert main(["serve", str(tmp_path), "--index", "faiss-hnsw", "--index-param", "storage=flat"]) == 2
     assert seen["parameters"] == {"storage": "flat"}
     assert main(["serve", str(tmp_path)]) == 2 and seen["parameters"] == {}

@@ -291,6 +291,15 @@ def test_serve_encodes_adds_in_a_process_of_their_own_unless_told_not_to(
     assert len(started) == 2 and "--encode-in-process" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["serve", directory, "--encoder-engine", "tensorrt"])
+    # --onnx-cache: where the encoder process keeps its graph (none: nowhere); refused where unused
+    started.clear()
+    assert main(["serve", directory, "--port", "0", "--onnx-cache", str(tmp_path / "graphs")]) == 2
+    assert main(["serve", directory, "--port", "0", "--onnx-cache", "None"]) == 2
+    assert [options["onnx_cache"] for options in started] == [tmp_path / "graphs", None]
+    for other in (["--encode-in-process"], ["--encoder-engine", "torch"]):
+        assert main(["serve", directory, "--port", "0", "--onnx-cache", "x", *other]) == 2
+        assert f"which {' '.join(other)} turns off" in capsys.readouterr().err
+    assert len(started) == 2
 
 
 def test_serve_passes_its_runtime_options_to_uvicorn_and_python(exports, monkeypatch, capsys):

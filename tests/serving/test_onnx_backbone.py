@@ -7,7 +7,9 @@ checked like a fresh export."""
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import time
 
 import pytest
 import torch
@@ -223,13 +225,20 @@ def test_a_kept_graph_is_loaded_instead_of_exported_and_gives_the_torch_vectors(
     torch.testing.assert_close(vectors(second, RECORDS), torch_vectors, rtol=0, atol=1e-5)
 
 
-def test_the_graph_key_follows_the_weights(exports):
+def test_the_graph_key_follows_the_weights_the_configuration_and_the_exporter_versions(exports, monkeypatch):
     a, b = load(exports["text"].directory), load(exports["text"].directory)
     (backbone_a,), (backbone_b,) = [[e.backbone.model for e in text_encoders(r._model)] for r in (a, b)]
-    assert graph_key(backbone_a) == graph_key(backbone_b)
+    key = graph_key(backbone_a)
+    assert graph_key(backbone_b) == key
     with torch.no_grad():
         next(backbone_b.parameters()).view(-1)[0] += 1e-3
-    assert graph_key(backbone_a) != graph_key(backbone_b)
+    assert graph_key(backbone_b) != key
+    backbone_a.config.layer_norm_eps *= 2  # the same weights, another graph
+    assert graph_key(backbone_a) != key
+    backbone_a.config.layer_norm_eps /= 2
+    assert graph_key(backbone_a) == key
+    monkeypatch.setattr(onnx_backbone, "_version", lambda module: "9.9" if module == "onnxscript" else "1.0")
+    assert graph_key(backbone_a) != key
 
 
 @pytest.mark.parametrize("fault", ["damaged", "another model's"])
@@ -266,3 +275,32 @@ def test_a_cache_that_cannot_be_written_is_skipped(exports, tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="transrec.serving.onnx_backbone"):
         choice = accelerate_text_backbones(recommender._model, "onnxruntime", cache_dir=blocker / "cache")
     assert choice.engine == "onnxruntime" and "could not keep the ONNX graph" in caplog.text
+
+
+def test_graphs_of_other_models_and_old_temporary_files_are_removed_and_young_ones_kept(exports, tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    stale = cache / "text-backbone-0123456789abcdef01234567.onnx"  # another model's, or other versions'
+    old_part = cache / ".text-backbone-x.onnx.1-aaaa.part"  # a write killed two hours ago
+    young_part = cache / ".text-backbone-y.onnx.2-bbbb.part"  # perhaps another process's write now
+    unrelated = cache / "notes.txt"
+    for path in (stale, old_part, young_part, unrelated):
+        path.write_bytes(b"x")
+    two_hours_ago = time.time() - 7200
+    os.utime(old_part, (two_hours_ago, two_hours_ago))
+    recommender = load(exports["text"].directory)
+    (encoder,) = text_encoders(recommender._model)
+    mine = f"text-backbone-{graph_key(encoder.backbone.model)}.onnx"
+    accelerate_text_backbones(recommender._model, "onnxruntime", cache_dir=cache)
+    assert sorted(p.name for p in cache.iterdir()) == sorted([mine, young_part.name, unrelated.name])
+
+
+def test_a_temporary_file_is_removed_when_the_graph_cannot_take_its_place(exports, tmp_path, caplog):
+    recommender = load(exports["text"].directory)
+    (encoder,) = text_encoders(recommender._model)
+    cache = tmp_path / "cache"
+    (cache / f"text-backbone-{graph_key(encoder.backbone.model)}.onnx").mkdir(parents=True)  # in the way
+    with caplog.at_level(logging.WARNING, logger="transrec.serving.onnx_backbone"):
+        choice = accelerate_text_backbones(recommender._model, "onnxruntime", cache_dir=cache)
+    assert choice.engine == "onnxruntime" and "could not keep the ONNX graph" in caplog.text
+    assert not list(cache.glob("*.part")) and not list(cache.glob(".*.part"))

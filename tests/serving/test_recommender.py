@@ -4,6 +4,7 @@ truncation; exclusion; adding and removing items (visible at once, persisted, at
 import io
 import shutil
 import struct
+import sys
 import threading
 import time
 import zlib
@@ -29,6 +30,7 @@ from transrec.serving import (
     UnknownItemError,
     export_model,
 )
+from transrec.utils.packages import MissingPackageError
 
 
 @pytest.fixture(scope="module")
@@ -461,7 +463,9 @@ def test_index_parameters_reach_the_index_and_unknown_ones_are_refused_before_an
     pytest.importorskip("faiss")
     source = exports["text"].directory
     rec = Recommender.load(source, index="faiss-pq", index_parameters={"refine": 7, "seed": 2})
-    assert rec.metadata()["index_parameters"] == {"m": None, "refine": 7, "seed": 2}
+    # In force: m is the default chosen for the vectors' dimension, not the None given.
+    assert rec._index.parameters["m"] is None and rec._index.sub_vectors > 0
+    assert rec.metadata()["index_parameters"] == {"m": rec._index.sub_vectors, "refine": 7, "seed": 2}
     assert rec._index.parameters["refine"] == 7
     assert Recommender.load(source).metadata()["index_parameters"] == {"chunk_size": 65536}
     with pytest.raises(
@@ -471,6 +475,12 @@ def test_index_parameters_reach_the_index_and_unknown_ones_are_refused_before_an
     # Checked before the export is read: a missing export is not what is reported.
     with pytest.raises(RetrievalError, match="refine must be an integer >= 1, got 0"):
         Recommender.load(source.parent / "no-such-export", index="faiss-pq", index_parameters={"refine": 0})
+
+
+def test_a_missing_faiss_is_reported_before_the_export_is_read(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "faiss", None)
+    with pytest.raises(MissingPackageError, match="faiss"):
+        Recommender.load(tmp_path / "no-such-export", index="faiss-hnsw")
 
 
 def _blocked_forward(monkeypatch):

@@ -383,6 +383,38 @@ def test_pq_returns_exact_scores_and_more_candidates_give_the_exact_top_k():
 
 
 @needs_faiss
+def test_pq_answers_queries_whose_codes_all_tie_like_exact():
+    # FAISS's fast scan returns no candidate when every code scores alike: a zero query, or copies.
+    vectors, ids, _ = random_set(300, d=8)
+    copies = torch.ones(300, 8)
+    for items, query in ((vectors, torch.zeros(2, 8)), (copies, torch.ones(2, 8))):
+        want_scores, want_ids = brute_force(items, ids, query, 5)
+        scores, found = build_index("faiss-pq", items, ids, refine=4).search(query, 5)
+        assert torch.equal(found, want_ids)
+        torch.testing.assert_close(scores, want_scores, rtol=0, atol=1e-5)
+
+
+@needs_faiss
+@pytest.mark.parametrize(("kind", "per_result"), [("faiss-pq", 10), ("faiss-hnsw", 10), ("faiss-flat", 1)])
+def test_excluded_items_add_their_number_of_candidates_not_a_multiple(kind, per_result, monkeypatch):
+    vectors, ids, queries = random_set(3000, d=8, q=1)
+    parameters = {} if kind == "faiss-flat" else {"refine": per_result}
+    index = build_index(kind, vectors, ids, **parameters)
+    asked = []
+    backend = type(index)._backend_search
+
+    def counting(self, faiss, q, wanted):
+        asked.append(wanted)
+        return backend(self, faiss, q, wanted)
+
+    monkeypatch.setattr(type(index), "_backend_search", counting)
+    exclude = [ids[:30].tolist()]
+    _, found = index.search(queries, 5, exclude=exclude)
+    assert asked[0] == per_result * (5 + 1) + 30
+    assert not set(found[0].tolist()) & set(exclude[0])
+
+
+@needs_faiss
 def test_pq_recall_at_10_against_exact_with_default_parameters():
     vectors, ids, queries = random_set(20_000, d=64, seed=1, q=200)
     _, exact = build_index("exact", vectors, ids).search(queries, 10)
@@ -482,6 +514,23 @@ def test_bad_input_is_a_clear_user_error(kind):
     assert isinstance(RetrievalError("x"), ValueError)
 
 
+@needs_faiss
+def test_parameters_in_force_fill_in_the_defaults_chosen_for_the_contents(tmp_path):
+    vectors, ids, _ = random_set(300, d=12)
+    assert build_index("exact", vectors, ids).parameters_in_force() == {"chunk_size": 65536}
+    hnsw = build_index("faiss-hnsw", vectors, ids)
+    assert hnsw.parameters["ef_search"] is None and hnsw.parameters_in_force()["ef_search"] == 80
+    assert build_index("faiss-pq", vectors, ids).parameters_in_force() == {"m": 6, "refine": 48, "seed": 0}
+    assert build_index("faiss-ivf", vectors, ids).parameters_in_force()["nlist"] == 7  # 300 // 39
+    # A saved index whose index.json names a parameter its kind does not take is refused as clearly.
+    build_index("faiss-pq", vectors, ids).save(tmp_path / "saved")
+    meta = json.loads((tmp_path / "saved" / "index.json").read_text())
+    meta["parameters"]["bogus"] = 1
+    (tmp_path / "saved" / "index.json").write_text(json.dumps(meta))
+    with pytest.raises(RetrievalError, match="the faiss-pq index has no parameter 'bogus'"):
+        load_index(tmp_path / "saved")
+
+
 def test_a_parameter_the_kind_does_not_take_is_refused_naming_the_ones_it_takes():
     with pytest.raises(
         RetrievalError, match=r"the exact index has no parameter 'ef_search', 'm'; it takes chunk_size"
@@ -501,4 +550,6 @@ def test_faiss_missing_is_one_line_naming_the_install_command(monkeypatch):
     monkeypatch.setitem(sys.modules, "faiss", None)
     with pytest.raises(MissingPackageError, match=r"run `pip install 'transrec\[serving\]'`"):
         build_index("faiss-flat", torch.randn(2, 2), [0, 1])
+    with pytest.raises(MissingPackageError, match="faiss-pq"):
+        make_index("faiss-pq")  # when the index is made, before any vector is given
     build_index("exact", torch.randn(2, 2), [0, 1])  # the exact kind needs no faiss

@@ -24,6 +24,8 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +118,13 @@ def add_parser(commands) -> None:
         "(the [onnx] extra; about 2.7x less CPU per title, checked against torch when the process starts), "
         "torch, or auto (default: onnxruntime where it is installed and agrees with torch, else torch)",
     )
+    serve.add_argument(
+        "--onnx-cache",
+        metavar="DIR",
+        default=None,
+        help="where the encoder process keeps the ONNX graph it exports, to load it at later starts "
+        "(default: the export's cache/; none: keep nothing, export at every start)",
+    )
     runtime = serve.add_argument_group("the server's runtime")
     runtime.add_argument(
         "--loop",
@@ -166,6 +175,14 @@ def run_serve(args: argparse.Namespace) -> int:
         raise UsageError(
             "--encoder-engine onnxruntime runs in the encoder process, which --encode-in-process turns off"
         )
+    if args.onnx_cache is not None and (args.encode_in_process or args.encoder_engine == "torch"):
+        reason = "--encode-in-process" if args.encode_in_process else "--encoder-engine torch"
+        raise UsageError(
+            f"--onnx-cache is for the encoder process's ONNX Runtime engine, which {reason} turns off"
+        )
+    encoder_options: dict[str, Any] = {"torch_threads": 1, "engine": args.encoder_engine}
+    if args.onnx_cache is not None:
+        encoder_options["onnx_cache"] = None if args.onnx_cache.lower() == "none" else Path(args.onnx_cache)
     set_torch_threads(args.torch_threads)
     if args.switch_interval_ms is not None:
         sys.setswitchinterval(args.switch_interval_ms / 1000)
@@ -182,7 +199,7 @@ def run_serve(args: argparse.Namespace) -> int:
         if encoder_process:
             # Started here, before the server, so that a failure is a one-line error rather than uvicorn's
             # "startup failed"; the application's lifespan stops it.
-            recommender.start_encoder_process(torch_threads=1, engine=args.encoder_engine)
+            recommender.start_encoder_process(**encoder_options)
         app = create_app(recommender, limits, batching, encoder_process=encoder_process)
         # The model, tokenizer and catalogue are millions of long-lived objects: left to the collector,
         # every full collection walks them all, a pause of tens of ms that was the load test's p99 (213 ms
@@ -272,7 +289,7 @@ def _index_parameter(text: str) -> tuple[str, int | float | str | None]:
     if not sep or not name.isidentifier():
         raise argparse.ArgumentTypeError(f"must be NAME=VALUE, e.g. refine=64, got {text!r}")
     raw = raw.strip()
-    if raw.lower() in ("none", "null"):
+    if raw.lower() == "none":
         return name, None
     for kind in (int, float):
         try:

@@ -393,8 +393,9 @@ def create_app(
     @app.get("/metadata", summary="The model, dataset, counts and versions")
     def metadata():
         """The export's model (item and user encoder, d_model, max_len), dataset, item counts (exported,
-        added, removed, catalogue), versions (transrec, torch, export format), index kind, where added items
-        are encoded (``encoder``: where, engine, detail), and the limits this service enforces."""
+        added, removed, catalogue), versions (transrec, torch, export format), index kind and its
+        parameters in force (``index_parameters``), where added items are encoded (``encoder``: where,
+        engine, detail), and the limits this service enforces."""
         info = dict(recommender.metadata())
         info["limits"] = {
             "max_k": limits.max_k,

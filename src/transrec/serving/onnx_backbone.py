@@ -24,7 +24,9 @@ process of the demo's MiniLM started in 13.4 s with an export, 5.1-6.9 s from th
 torch. A cached graph is named by a hash of the backbone's weights, its configuration and the exporter's
 versions, and is checked against torch like a fresh one: one that fails the check or does not load is
 exported again and replaced, so a stale or damaged file costs time, never a wrong vector. A cache that
-cannot be written is logged and skipped.
+cannot be written is logged and skipped. Once a model's graphs are in place, the other graphs in the
+cache (other weights, or other library versions: never read again by this model) and temporary files
+over an hour old are deleted, so upgrades do not pile up 91 MB files.
 
 Engines: ``torch`` (nothing swapped), ``onnxruntime`` (every text backbone swapped, or an
 ``EngineError`` saying what stopped it: a missing package, a device other than the CPU, a trunk cache,
@@ -39,6 +41,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 import types
 import uuid
 import warnings
@@ -60,6 +63,8 @@ ENGINES = ("auto", "torch", "onnxruntime")
 #: half its width (padding), except where a row has one token.
 CHECK_SHAPES = ((1, 1), (1, 14), (3, 9), (2, 33))
 RTOL = ATOL = 1e-4
+#: The cached graphs' file names: this, then ``graph_key``, then ``.onnx``.
+GRAPH_PREFIX = "text-backbone-"
 
 logger = logging.getLogger(__name__)
 
@@ -167,10 +172,36 @@ def _swap_all(model: nn.Module, threads: int, device: str, cache_dir: Path | Non
     _import("onnx")
     _import("onnxscript")
     # Every backbone is exported and checked before any is swapped: a failure leaves the model as it was.
-    built = [_session_of(encoder.backbone.model, ort, threads, cache_dir) for encoder in encoders]
+    paths = [
+        None if cache_dir is None else cache_dir / f"{GRAPH_PREFIX}{graph_key(encoder.backbone.model)}.onnx"
+        for encoder in encoders
+    ]
+    built = [
+        _session_of(encoder.backbone.model, ort, threads, path) for encoder, path in zip(encoders, paths)
+    ]
     for encoder, (session, _) in zip(encoders, built):
         encoder.backbone.swap_model(OnnxTextBackbone(session, encoder.backbone.model.config))
+    if cache_dir is not None:
+        _prune(cache_dir, keep={path.name for path in paths if path is not None})
     return len(encoders), ort.__version__, sum(cached for _, cached in built)
+
+
+def _prune(cache_dir: Path, keep: set[str]) -> None:
+    """Delete the graphs in ``cache_dir`` other than ``keep`` (those of other weights or library versions:
+    91 MB each for MiniLM, never read again by this model) and temporary files older than an hour (left
+    by a process killed while writing; a younger one may be another process's write in progress)."""
+    stale = [p for p in cache_dir.glob(f"{GRAPH_PREFIX}*.onnx") if p.name not in keep]
+    cutoff = time.time() - 3600
+    for path in cache_dir.glob(f".{GRAPH_PREFIX}*.part"):
+        with contextlib.suppress(OSError):
+            if path.stat().st_mtime < cutoff:
+                stale.append(path)
+    for path in stale:
+        try:
+            path.unlink()
+            logger.info("removed %s from the ONNX cache (not this model's graph)", path.name)
+        except OSError as err:
+            logger.warning("could not remove %s from the ONNX cache (%s)", path, err)
 
 
 def _import(module: str) -> Any:
@@ -180,12 +211,11 @@ def _import(module: str) -> Any:
         raise EngineError(f"the package {module!r} is not installed ({install_command(module)})") from err
 
 
-def _session_of(hf_model: nn.Module, ort: Any, threads: int, cache_dir: Path | None) -> tuple[Any, bool]:
+def _session_of(hf_model: nn.Module, ort: Any, threads: int, path: Path | None) -> tuple[Any, bool]:
     """An ONNX Runtime session of ``hf_model``'s last hidden states, checked against it, and whether its
-    graph came from ``cache_dir`` (else it was exported, and written there)."""
+    graph came from the cache file ``path`` (else it was exported, and written there)."""
     wrapped = _LastHiddenState(hf_model).eval()
     vocab = int(getattr(hf_model.config, "vocab_size", 1000))
-    path = None if cache_dir is None else cache_dir / f"text-backbone-{graph_key(hf_model)}.onnx"
     if path is not None and path.is_file():
         try:
             session = _session(path.read_bytes(), ort, threads)

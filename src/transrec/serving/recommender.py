@@ -424,8 +424,8 @@ class Recommender:
             return {"id": item_id, "text": item.text, "modality": modality_name(item.modality), "added": True}
 
     def metadata(self) -> dict[str, Any]:
-        """Model, dataset, item counts, versions, the index kind and where added items are encoded (for
-        ``GET /metadata``)."""
+        """Model, dataset, item counts, versions, the index kind and its parameters in force, and where
+        added items are encoded (for ``GET /metadata``)."""
         config, manifest = self._model.config, self._bundle.manifest
         with self._lock.reading():
             added, removed = len(self._overlay.ids), len(self._overlay.removed)
@@ -453,7 +453,7 @@ class Recommender:
                 "exported_with": manifest["versions"],
             },
             "index": self._index_kind,
-            "index_parameters": dict(self._index.parameters),
+            "index_parameters": self._index.parameters_in_force(),
             "encoder": self._encoder_info(),
             "limits": asdict(self.limits),
         }

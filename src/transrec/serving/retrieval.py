@@ -178,6 +178,11 @@ class RetrievalIndex(ABC):
     def __len__(self) -> int:
         return self._ids.numel()
 
+    def parameters_in_force(self) -> dict[str, Any]:
+        """``parameters`` with each default that depends on the contents (None there) replaced by the
+        value in use now, e.g. faiss-hnsw's ``ef_search`` for the current size."""
+        return dict(self.parameters)
+
     def build(self, vectors: Any, ids: Any) -> RetrievalIndex:
         """Replace the contents with ``vectors`` [N, d] (N >= 1) under the unique ids ``ids`` [N]."""
         vectors = _matrix(vectors, "vectors", None)

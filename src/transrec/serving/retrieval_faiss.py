@@ -107,6 +107,10 @@ class _FaissIndex(RetrievalIndex):
     """A FAISS index inside an ``IndexIDMap2``: the kinds differ in the inner index they build and the
     search parameters they pass."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._faiss()  # a missing faiss-cpu is reported when the index is made, before any data is read
+
     def _faiss(self) -> Any:
         return import_optional("faiss", f"the {self.kind!r} retrieval index")
 
@@ -187,9 +191,13 @@ class _FaissIndex(RetrievalIndex):
         banned = None if excluded is None else excluded.numpy()[:, None, :]
         # One more than needed, so that the k-th result usually beats the last one returned and no
         # second search is needed to settle ties (see below).
-        wanted = min(n, k + 1 + (0 if banned is None else banned.shape[2]))
+        wanted = min(n, k + 1)
+        # Excluded items take at most as many places among the candidates as there are of them: they are
+        # added to the candidates once, not multiplied like the results needed (with refine 48, a history
+        # of 20 would otherwise cost 960 more candidates instead of 20).
+        width = 0 if banned is None else banned.shape[2]
         while True:
-            asked = min(n, self._candidates(wanted))
+            asked = min(n, self._candidates(wanted) + width)
             scores, ids = self._backend_search(faiss, q, asked)
             lowest = scores.min(1, keepdims=True)  # the last one's, unless re-ranked (faiss-hnsw)
             missing = ids < 0
@@ -293,6 +301,9 @@ class FaissHNSWIndex(_RerankedFaissIndex):
         chosen = self.parameters["ef_search"]
         return hnsw_ef_search(len(self)) if chosen is None else chosen
 
+    def parameters_in_force(self) -> dict[str, Any]:
+        return {**self.parameters, "ef_search": self.ef_search}
+
     def _new_inner(self, faiss: Any, vectors: np.ndarray) -> Any:
         m, metric = self.parameters["m"], faiss.METRIC_INNER_PRODUCT
         if self.parameters["storage"] == "sq8":
@@ -394,6 +405,9 @@ class FaissIVFIndex(_FaissIndex):
         """The number of cells of the trained index."""
         return int(self._index.nlist)
 
+    def parameters_in_force(self) -> dict[str, Any]:
+        return {**self.parameters, "nlist": self.nlist}
+
     def _new_inner(self, faiss: Any, vectors: np.ndarray) -> Any:
         n = vectors.shape[0]
         nlist = self.parameters["nlist"]
@@ -443,6 +457,9 @@ class FaissPQIndex(_RerankedFaissIndex):
         """The number of sub-vectors each code holds (``m``, or its default for the dimension)."""
         return int(self._faiss().downcast_index(self._index.index).M)
 
+    def parameters_in_force(self) -> dict[str, Any]:
+        return {**self.parameters, "m": self.sub_vectors}
+
     def _new_inner(self, faiss: Any, vectors: np.ndarray) -> Any:
         m = self.parameters["m"] or pq_sub_vectors(self.dim)
         if self.dim % m:
@@ -459,6 +476,18 @@ class FaissPQIndex(_RerankedFaissIndex):
         inner.pq.cp.min_points_per_centroid = 1
         inner.train(vectors)
         return inner
+
+    def _backend_search(self, faiss: Any, queries: np.ndarray, wanted: int) -> tuple[np.ndarray, np.ndarray]:
+        scores, ids = super()._backend_search(faiss, queries, wanted)
+        # The fast-scan kernels return no candidate at all when every code scores alike (a zero query, a
+        # catalogue of copies): those queries are scored exactly, every item, as the exact kind would.
+        short = (ids < 0).any(1)
+        if short.any():
+            every = queries[short] @ self._vectors.numpy().T  # [s, N]
+            top = np.argpartition(-every, wanted - 1, axis=1)[:, :wanted]
+            scores[short] = np.take_along_axis(every, top, axis=1)
+            ids[short] = self._ids.numpy()[top]
+        return scores, ids
 
     def _rebuild(self) -> None:
         super()._rebuild()
