@@ -296,6 +296,9 @@ def test_serve_encodes_adds_in_a_process_of_their_own_unless_told_not_to(
     assert main(["serve", directory, "--port", "0", "--onnx-cache", str(tmp_path / "graphs")]) == 2
     assert main(["serve", directory, "--port", "0", "--onnx-cache", "None"]) == 2
     assert [options["onnx_cache"] for options in started] == [tmp_path / "graphs", None]
+    monkeypatch.chdir(tmp_path)  # a relative folder is the one under the directory serve started in
+    assert main(["serve", directory, "--port", "0", "--onnx-cache", "here"]) == 2
+    assert started.pop()["onnx_cache"] == tmp_path / "here"
     for other in (["--encode-in-process"], ["--encoder-engine", "torch"]):
         assert main(["serve", directory, "--port", "0", "--onnx-cache", "x", *other]) == 2
         assert f"which {' '.join(other)} turns off" in capsys.readouterr().err

@@ -182,7 +182,8 @@ def run_serve(args: argparse.Namespace) -> int:
         )
     encoder_options: dict[str, Any] = {"torch_threads": 1, "engine": args.encoder_engine}
     if args.onnx_cache is not None:
-        encoder_options["onnx_cache"] = None if args.onnx_cache.lower() == "none" else Path(args.onnx_cache)
+        cache = None if args.onnx_cache.lower() == "none" else Path(args.onnx_cache).absolute()
+        encoder_options["onnx_cache"] = cache
     set_torch_threads(args.torch_threads)
     if args.switch_interval_ms is not None:
         sys.setswitchinterval(args.switch_interval_ms / 1000)
