@@ -30,6 +30,7 @@ from transrec.serving import (
     UnknownItemError,
     export_model,
 )
+from transrec.serving.retrieval_faiss import pq_sub_vectors
 from transrec.utils.packages import MissingPackageError
 
 
@@ -464,7 +465,7 @@ def test_index_parameters_reach_the_index_and_unknown_ones_are_refused_before_an
     source = exports["text"].directory
     rec = Recommender.load(source, index="faiss-pq", index_parameters={"refine": 7, "seed": 2})
     # In force: m is the default chosen for the vectors' dimension, not the None given.
-    assert rec._index.parameters["m"] is None and rec._index.sub_vectors > 0
+    assert rec._index.parameters["m"] is None and rec._index.sub_vectors == pq_sub_vectors(rec._index.dim)
     assert rec.metadata()["index_parameters"] == {"m": rec._index.sub_vectors, "refine": 7, "seed": 2}
     assert rec._index.parameters["refine"] == 7
     assert Recommender.load(source).metadata()["index_parameters"] == {"chunk_size": 65536}

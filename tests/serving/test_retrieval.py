@@ -79,6 +79,14 @@ def run_threads(*targets) -> list[BaseException]:
     return raised
 
 
+def assert_same(got, want):
+    """``(scores, ids)`` of a search equal ``want``'s: the same ids in the same order, the same scores to
+    float32 rounding."""
+    (scores, found), (want_scores, want_ids) = got, want
+    assert torch.equal(found, want_ids)
+    torch.testing.assert_close(scores, want_scores, rtol=0, atol=1e-5)
+
+
 def brute_force(vectors, ids, queries, k, exclude=None):
     """Full sort of every score, by score then id, with the excluded items dropped."""
     scores = queries @ vectors.T
@@ -102,8 +110,7 @@ def test_exact_equals_a_full_sort_across_chunk_boundaries(chunk_size):
     for k in (1, 10, 150):
         scores, found = index.search(queries, k)
         want_scores, want_ids = brute_force(vectors, ids, queries, k)
-        assert torch.equal(found, want_ids)
-        torch.testing.assert_close(scores, want_scores, rtol=0, atol=1e-5)
+        assert_same((scores, found), (want_scores, want_ids))
 
 
 @needs_faiss
@@ -155,8 +162,7 @@ def test_exclusion_drops_the_history(kind):
     exclude = [top[0, :5].tolist(), [], [int(ids[0]), 10**9], top[3].tolist()]  # 10**9: not indexed
     scores, found = index.search(queries, 10, exclude=exclude)
     want_scores, want_ids = brute_force(vectors, ids, queries, 10, exclude)
-    assert torch.equal(found, want_ids)
-    torch.testing.assert_close(scores, want_scores, rtol=0, atol=1e-5)
+    assert_same((scores, found), (want_scores, want_ids))
     for row, banned in enumerate(exclude):
         assert not set(found[row].tolist()) & set(banned)
 
@@ -301,8 +307,7 @@ def test_hnsw_remove_filters_the_graph_until_a_fifth_is_removed_then_rebuilds(st
     assert index._index is graph
     want_scores, want_ids = brute_force(vectors[50:], ids[50:], queries, 30)
     scores, found = index.search(queries, 30)
-    assert torch.equal(found, want_ids)
-    torch.testing.assert_close(scores, want_scores, rtol=0, atol=1e-5)
+    assert_same((scores, found), (want_scores, want_ids))
     index.add(vectors[:1], ids[:1])  # a removed id again: the graph is rebuilt without the removed ones
     assert index._index is not graph and index._index.ntotal == 451
     assert int(ids[0]) in index.search(queries, 451)[1][0]
@@ -378,8 +383,7 @@ def test_pq_returns_exact_scores_and_more_candidates_give_the_exact_top_k():
     assert (scores[:, :-1] >= scores[:, 1:]).all()
     # refine 100: 1,100 candidates of 3,000: the exact top 10 among them, ordered exactly.
     scores, found = build_index("faiss-pq", vectors, ids, refine=100).search(queries, 10)
-    assert torch.equal(found, want_ids)
-    torch.testing.assert_close(scores, want_scores, rtol=0, atol=1e-5)
+    assert_same((scores, found), (want_scores, want_ids))
 
 
 @needs_faiss
@@ -390,8 +394,7 @@ def test_pq_answers_queries_whose_codes_all_tie_like_exact():
     for items, query in ((vectors, torch.zeros(2, 8)), (copies, torch.ones(2, 8))):
         want_scores, want_ids = brute_force(items, ids, query, 5)
         scores, found = build_index("faiss-pq", items, ids, refine=4).search(query, 5)
-        assert torch.equal(found, want_ids)
-        torch.testing.assert_close(scores, want_scores, rtol=0, atol=1e-5)
+        assert_same((scores, found), (want_scores, want_ids))
 
 
 @needs_faiss

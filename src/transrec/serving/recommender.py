@@ -53,7 +53,7 @@ from transrec.serving.encoder_process import EncoderProcess
 from transrec.serving.errors import DuplicateItemError, ExportError, InvalidRequestError, UnknownItemError
 from transrec.serving.locks import ReadWriteLock
 from transrec.serving.overlay import Overlay, read_overlay, read_overlay_files, write_overlay
-from transrec.serving.retrieval import build_index, make_index
+from transrec.serving.retrieval import RetrievalIndex, make_index
 
 logger = logging.getLogger(__name__)
 
@@ -120,15 +120,13 @@ class Recommender:
         self,
         bundle,
         overlay: Overlay,
-        index_kind: str,
-        index_parameters: dict[str, Any],
+        index: RetrievalIndex,
         limits: ContentLimits,
         device: torch.device,
     ) -> None:
         self._bundle, self._model, self._device = bundle, bundle.model, device
         self._preprocessor = bundle.preprocessor(limits)
         self.limits = limits
-        self._index_kind = index_kind
         self._lock = ReadWriteLock()
         self._writer = threading.Lock()
         self._encoder_process: EncoderProcess | None = None
@@ -143,7 +141,7 @@ class Recommender:
         ids = torch.tensor(sorted(self._internal_to_raw), dtype=torch.int64)
         if not len(ids):
             raise ExportError(f"{bundle.directory}: every item has been removed; the catalogue is empty")
-        self._index = build_index(index_kind, self._vectors_of(ids).cpu(), ids, **index_parameters)
+        self._index = index.build(self._vectors_of(ids).cpu(), ids)
 
     # -- loading -------------------------------------------------------------------------------------------
     @classmethod
@@ -161,7 +159,7 @@ class Recommender:
         ``index`` (``serving.retrieval.INDEXES``: exact, faiss-flat, faiss-hnsw, faiss-ivf, faiss-pq;
         ``index_parameters`` go to it). With ``verify`` every file is checked against its SHA-256 first
         (ExportError naming the files that differ)."""
-        make_index(index, **(index_parameters or {}))  # a bad kind or parameter fails before the load
+        empty = make_index(index, **(index_parameters or {}))  # a bad kind or parameter fails first
         device = torch.device(device)
         bundle = open_export(export_dir, verify=verify, device=device)
         overlay_dir = Path(export_dir) / ADDED_DIR
@@ -172,7 +170,7 @@ class Recommender:
             problems = checksum_problems(overlay_dir, read_overlay_files(overlay_dir))
             if problems:
                 raise ExportError(f"{overlay_dir} does not match its checksums: " + "; ".join(problems))
-        return cls(bundle, overlay, index, dict(index_parameters or {}), limits or ContentLimits(), device)
+        return cls(bundle, overlay, empty, limits or ContentLimits(), device)
 
     def _apply_overlay(self, overlay: Overlay) -> None:
         """Set the id maps and the added vectors from ``overlay`` (when the recommender is built)."""
@@ -452,7 +450,7 @@ class Recommender:
                 "export_format": FORMAT_VERSION,
                 "exported_with": manifest["versions"],
             },
-            "index": self._index_kind,
+            "index": self._index.kind,
             "index_parameters": self._index.parameters_in_force(),
             "encoder": self._encoder_info(),
             "limits": asdict(self.limits),
